@@ -1,0 +1,58 @@
+"""Shared fixtures: a temporary CODEX_HOME, an auth.json factory, a loopback token endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from support import TokenServer, write_auth_json
+
+# What platformdirs reads on Linux; each is pointed inside the temporary HOME.
+XDG_DIRS = {
+    "XDG_CACHE_HOME": ".cache",
+    "XDG_CONFIG_HOME": ".config",
+    "XDG_DATA_HOME": ".local/share",
+    "XDG_STATE_HOME": ".local/state",
+    "XDG_RUNTIME_DIR": ".run",
+}
+
+
+@pytest.fixture
+def codex_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty ``HOME/.codex`` (0700) under tmp_path, set as CODEX_HOME; HOME points there too.
+
+    Every per-user directory platformdirs could pick is moved under the same HOME, and the
+    override variables a developer may have exported are cleared, so no test touches the
+    real login or the real auth server.
+    """
+    home = tmp_path / "home"
+    path = home / ".codex"
+    path.mkdir(parents=True)
+    path.chmod(0o700)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("CODEX_HOME", str(path))
+    for var, sub in XDG_DIRS.items():
+        monkeypatch.setenv(var, str(home / sub))
+    monkeypatch.delenv("CODEX_REFRESH_TOKEN_URL_OVERRIDE", raising=False)
+    monkeypatch.delenv("CODEX_CA_CERTIFICATE", raising=False)
+    return path
+
+
+@pytest.fixture
+def token_server(codex_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TokenServer]:
+    """A started TokenServer (valid refresh token ``rt-0``) set as the refresh URL override."""
+    with TokenServer() as server:
+        monkeypatch.setenv("CODEX_REFRESH_TOKEN_URL_OVERRIDE", server.url)
+        yield server
+
+
+@pytest.fixture
+def auth_json(codex_home: Path) -> Callable[..., Path]:
+    """``auth_json(**kwargs)`` writes codex_home/auth.json via support.write_auth_json."""
+
+    def write(**kwargs: Any) -> Path:
+        return write_auth_json(codex_home, **kwargs)
+
+    return write
