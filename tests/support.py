@@ -15,6 +15,7 @@ import base64
 import collections
 import contextlib
 import itertools
+import hashlib
 import json
 import os
 import subprocess
@@ -47,6 +48,13 @@ _jti = itertools.count(1)
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def fp(secret: str | None) -> str | None:
+    """A short digest to compare tokens in assertions: a failing test prints this, never a token."""
+    if secret is None:
+        return None
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()[:12]
 
 
 def make_jwt(claims: Mapping[str, Any]) -> str:
