@@ -14,8 +14,8 @@ import argparse
 import base64
 import collections
 import contextlib
-import itertools
 import hashlib
+import itertools
 import json
 import os
 import subprocess
@@ -51,7 +51,7 @@ def _b64url(data: bytes) -> str:
 
 
 def fp(secret: str | None) -> str | None:
-    """A short digest to compare tokens in assertions: a failing test prints this, never a token."""
+    """A short digest for comparing tokens in assertions: failures print this, never a token."""
     if secret is None:
         return None
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()[:12]
