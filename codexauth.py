@@ -877,6 +877,16 @@ def _ca_bundle() -> str | bool:
     return True
 
 
+def _abort(response: requests.Response) -> None:
+    """Wake a read blocked on `response`'s socket (closing alone would not)."""
+    connection = getattr(response.raw, "_connection", None)  # urllib3's, while streaming
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(2)  # socket.SHUT_RDWR, without importing socket here
+    response.close()
+
+
 def _post_refresh(
     url: str, refresh_token: str, timeout: float, session: requests.Session | None
 ) -> dict[str, str]:
@@ -901,21 +911,25 @@ def _post_refresh(
             verify=_ca_bundle(),
             allow_redirects=False,
         )
-        # A server dripping bytes defeats per-read timeouts; closing the
-        # response at the deadline ends any read still blocked.
-        watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), response.close)
+        # A server dripping bytes defeats per-read timeouts: at the deadline
+        # the socket is shut down, which ends any read still blocked on it.
+        watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), _abort, (response,))
         watchdog.daemon = True
         watchdog.start()
+        body: bytearray | None = bytearray()
         try:
-            body = bytearray()
             for chunk in response.iter_content(8192):
                 body += chunk
                 if len(body) > MAX_RESPONSE_BYTES:
                     raise TransientRefreshError("Failed to refresh token: response too large")
+        except Exception:
+            if time.monotonic() < deadline:
+                raise
+            body = None  # whatever broke, it broke because the watchdog fired
         finally:
             watchdog.cancel()
             response.close()
-        if time.monotonic() > deadline:
+        if body is None or time.monotonic() > deadline:
             raise TransientRefreshError(
                 f"Failed to refresh token: no complete answer within {timeout:g} s"
             )
