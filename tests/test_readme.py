@@ -1,0 +1,101 @@
+"""README.rst is a contract: its commands, examples and documented keys are checked here."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from support import REPO_ROOT, py_env, write_auth_json
+
+import codexauth
+
+README = (REPO_ROOT / "README.rst").read_text(encoding="utf-8")
+
+
+def _literal_commands(section: str) -> list[str]:
+    """The indented literal lines of one README section."""
+    body = README.split(f"\n{section}\n", 1)[1].split("\n-----", 1)[0]
+    return [line.strip() for line in body.splitlines() if line.startswith("    ")]
+
+
+def _python_blocks() -> list[str]:
+    blocks = re.findall(r"\.\. code-block:: python\n\n((?:    .*\n|\n)+)", README)
+    return [re.sub(r"^    ", "", block, flags=re.M) for block in blocks]
+
+
+def test_quick_start_is_two_commands_and_ci_runs_the_test_one_verbatim() -> None:
+    commands = _literal_commands("Quick start")
+    assert commands == [
+        "python -m pip install . && codexauth demo",
+        "python -m pip install -e '.[test]' && python -m pytest -q",
+    ]
+    ci_lines = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert any(line.startswith(commands[1]) for line in ci_lines)
+
+
+class _Api(BaseHTTPRequestHandler):
+    """Any API: answers 200 to a request that carries a bearer token."""
+
+    def do_GET(self) -> None:
+        ok = self.headers.get("Authorization", "").startswith("Bearer ")
+        self.send_response(200 if ok else 401)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def api_url():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/v1/me"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("index", range(len(_python_blocks())))
+def test_python_examples_run(index: int, tmp_path: Path, api_url: str) -> None:
+    home = tmp_path / ".codex"
+    home.mkdir(mode=0o700)
+    write_auth_json(home)
+    block = _python_blocks()[index]
+    program = f"url = {api_url!r}\n{block}\n"
+    if "response" in block:
+        program += "assert response.status_code == 200, response.status_code\n"
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        env=py_env(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_status_json_keys_are_the_documented_ones(tmp_path: Path) -> None:
+    documented = README.split("``status --json`` prints these keys:", 1)[1].split("\n\n", 1)[0]
+    keys = set(re.findall(r"``([a-z_]+)``", documented))
+    keys -= {"chatgpt", "apikey"}  # values of `mode`, not keys
+    write_auth_json(tmp_path)
+    info = codexauth._status(codexauth.CodexAuth(tmp_path))
+    assert set(info) == keys
+    assert json.loads(json.dumps(info)) == info
+
+
+def test_exit_code_table_matches_the_cli() -> None:
+    rows = re.findall(r"^([0-5])\s{5}", README, flags=re.M)
+    assert rows == ["0", "1", "2", "3", "4", "5"]
+    assert codexauth._exit_code(codexauth.NotLoggedInError("x")) == 3
+    permanent = codexauth.PermanentRefreshError(codexauth.RefreshTokenFailedReason.EXHAUSTED)
+    assert codexauth._exit_code(permanent) == 4
+    assert codexauth._exit_code(codexauth.LockTimeoutError("x")) == 5
+    assert codexauth._exit_code(codexauth.AuthFileError("p", "bad")) == 1
