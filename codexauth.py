@@ -1142,9 +1142,10 @@ class CodexAuth:
         _check_refresh_url(url)
         sidecar = self._sidecar_dir or self._find_sidecar_dir()
         state_path = os.path.join(sidecar, STATE_FILE_NAME)
+        # Fail fast, with no lock and no request, where a peer's attempt already failed.
         error = _known_failure(state_path, start.refresh_token, self._now())
-        if isinstance(error, PermanentRefreshError):
-            _log(_DEBUG, "refresh skipped: this refresh token already failed for good")
+        if error is not None:
+            _log(_DEBUG, "refresh skipped: a peer's attempt failed: %s", error)
             raise error
 
         adopted: list[str] = []
@@ -1155,8 +1156,8 @@ class CodexAuth:
                 adopted.append(token)
                 return True
             failure = _known_failure(state_path, start.refresh_token, self._now())
-            if isinstance(failure, PermanentRefreshError):
-                raise failure
+            if failure is not None:
+                raise failure  # the refresh we waited for failed: share its outcome
             return False
 
         lock = _RefreshLock(os.path.join(sidecar, LOCK_FILE_NAME))
