@@ -1140,7 +1140,7 @@ class CodexAuth:
         """
         url = os.environ.get(REFRESH_TOKEN_URL_OVERRIDE_ENV_VAR) or REFRESH_TOKEN_URL
         _check_refresh_url(url)
-        sidecar = self._sidecar_dir or self._find_sidecar_dir()
+        sidecar = self._sidecar(create=True)
         state_path = os.path.join(sidecar, STATE_FILE_NAME)
         # Fail fast, with no lock and no request, where a peer's attempt already failed.
         error = _known_failure(state_path, start.refresh_token, self._now())
@@ -1252,24 +1252,16 @@ class CodexAuth:
 
     # Where the sidecars live.
 
-    def _find_sidecar_dir(self) -> str:
-        """CODEX_HOME if writable, else a per-user directory keyed by the real auth.json path."""
-        if os.access(self.codex_home, os.W_OK):
-            self._sidecar_dir = self.codex_home
-            return self.codex_home
-        import hashlib  # deferred, as in _fingerprint
-
-        import platformdirs  # deferred: only a read-only CODEX_HOME needs it
-
-        real = os.path.realpath(self.auth_file)
-        key = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-        directory = os.path.join(platformdirs.user_state_dir("codexauth"), key)
-        try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-        except OSError as exc:
-            raise AuthFileError(directory, f"cannot create lock directory: {exc}") from exc
-        self._sidecar_dir = directory
-        return directory
+    def _sidecar(self, *, create: bool) -> str:
+        """Where auth.lock and the failure state live (see _sidecar_dir_for)."""
+        if self._sidecar_dir is None:
+            self._sidecar_dir = _sidecar_dir_for(self.codex_home, self.auth_file)
+        if create and self._sidecar_dir != self.codex_home:
+            try:
+                os.makedirs(self._sidecar_dir, mode=0o700, exist_ok=True)
+            except OSError as exc:
+                raise AuthFileError(self._sidecar_dir, f"cannot create: {exc.strerror}") from exc
+        return self._sidecar_dir
 
     def _check_writable(self) -> None:
         """Refuse to spend a single-use refresh token whose successor could not be stored."""
@@ -1281,6 +1273,23 @@ class CodexAuth:
             "the access token needs a refresh but auth.json is read-only here; "
             "refresh it where it is writable (run `codex`), or mount it read-write",
         )
+
+
+def _sidecar_dir_for(codex_home: str, auth_file: str) -> str:
+    """CODEX_HOME if writable, else a per-user directory keyed by the real auth.json path.
+
+    Every process sharing a login must pick the same directory, so the choice
+    depends only on the paths and on whether this user may write CODEX_HOME.
+    """
+    if os.access(codex_home, os.W_OK):
+        return codex_home
+    import hashlib  # deferred, as in _fingerprint
+
+    import platformdirs  # deferred: only a read-only CODEX_HOME needs it
+
+    real = os.path.realpath(auth_file)
+    key = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return os.path.join(platformdirs.user_state_dir("codexauth"), key)
 
 
 def _account(tokens: TokenData) -> str | None:
@@ -1453,7 +1462,7 @@ def _status(auth: CodexAuth) -> dict[str, Any]:
         "last_refresh": None,
         "refresh_due": None,
         "auth_file": auth.auth_file,
-        "lock_file": os.path.join(auth._sidecar_dir or auth.codex_home, LOCK_FILE_NAME),
+        "lock_file": os.path.join(auth._sidecar(create=False), LOCK_FILE_NAME),
     }
     snapshot = auth._load()
     if snapshot is None or snapshot.auth.mode is None:
