@@ -380,7 +380,9 @@ def _parse_rfc3339(text: str) -> datetime:
 
 def _format_rfc3339(moment: datetime) -> str:
     """UTC with microseconds and a `Z`, the form Codex writes."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: glibc's %Y does not zero-pad years before 1000.
+    utc = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return utc.isoformat(timespec="microseconds") + "Z"
 
 
 def _expect_str(value: object, field: str, *, nullable: bool) -> str | None:

@@ -1,0 +1,818 @@
+"""The pure functions: JWT claims, id_token, RFC 3339, refresh-error classification,
+the staleness rule, token responses, auth.json shapes and the refresh-URL check.
+
+Tables with descriptive ids, then property tests (hypothesis) over whole auth.json files.
+No test id or assertion message carries a token; tokens are compared through fp().
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support import fp, make_jwt
+
+import codexauth
+from codexauth import (
+    AuthDotJson,
+    AuthFileError,
+    CodexAuthError,
+    PermanentRefreshError,
+    RefreshTokenFailedReason,
+    TokenData,
+    TransientRefreshError,
+)
+
+NOW = 1_700_000_000.0  # a fixed clock for the staleness table
+MINUTE = 60.0
+DAY = 24 * 3600.0
+UTC = timezone.utc
+
+
+def raw_jwt(payload: bytes) -> str:
+    """A JWT whose payload segment is exactly `payload`, base64url-encoded."""
+    return "e30." + base64.urlsafe_b64encode(payload).rstrip(b"=").decode() + ".sig"
+
+
+# Codex's exact messages (issue 2), spelled out here rather than imported, so that a
+# reworded message in codexauth.py fails this file.
+MSG_EXPIRED = (
+    "Your access token could not be refreshed because your refresh token has expired. "
+    "Please log out and sign in again."
+)
+MSG_EXHAUSTED = (
+    "Your access token could not be refreshed because your refresh token was already used. "
+    "Please log out and sign in again."
+)
+MSG_REVOKED = (
+    "Your access token could not be refreshed because your refresh token was revoked. "
+    "Please log out and sign in again."
+)
+MSG_OTHER = "Your access token could not be refreshed. Please log out and sign in again."
+
+
+# JWT claims and exp ###########################################################
+
+PADDED_JWT = "e30." + base64.urlsafe_b64encode(b'{"a":1}').decode() + ".s"
+JWT_CLAIMS_CASES = [
+    ("valid", make_jwt({"a": 1, "b": "x"}), {"a": 1, "b": "x"}),
+    ("valid-padded-payload", PADDED_JWT, {"a": 1}),
+    ("empty-claims", make_jwt({}), {}),
+    ("two-parts", "e30.e30", None),
+    ("four-parts", "e30.e30.sig.extra", None),
+    ("empty-header", ".e30.sig", None),
+    ("empty-payload", "e30..sig", None),
+    ("empty-signature", "e30.e30.", None),
+    ("no-dots", "not-a-jwt", None),
+    ("empty-string", "", None),
+    ("bad-base64-length", "e30.A.sig", None),
+    ("base64-not-json", raw_jwt(b"not json"), None),
+    ("payload-not-utf8", raw_jwt(b"\xff\xfe{}"), None),
+    ("payload-list", raw_jwt(b"[1, 2]"), None),
+    ("payload-string", raw_jwt(b'"exp"'), None),
+    ("payload-null", raw_jwt(b"null"), None),
+    ("payload-nested-too-deep", raw_jwt(b"[" * 100_000), None),
+]
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [case[1:] for case in JWT_CLAIMS_CASES],
+    ids=[case[0] for case in JWT_CLAIMS_CASES],
+)
+def test_jwt_claims(token: str, expected: dict[str, Any] | None) -> None:
+    assert codexauth._jwt_claims(token) == expected
+
+
+JWT_EXPIRY_CASES = [
+    ("int-exp", make_jwt({"exp": 1_700_000_000}), 1_700_000_000.0),
+    ("float-exp", make_jwt({"exp": 1_700_000_000.5}), 1_700_000_000.5),
+    ("zero-exp", make_jwt({"exp": 0}), 0.0),
+    ("missing-exp", make_jwt({"iat": 1_700_000_000}), None),
+    ("null-exp", make_jwt({"exp": None}), None),
+    ("string-exp", make_jwt({"exp": "1700000000"}), None),
+    ("bool-exp", make_jwt({"exp": True}), None),
+    ("list-exp", make_jwt({"exp": [1_700_000_000]}), None),
+    ("nan-exp", raw_jwt(b'{"exp": NaN}'), None),
+    ("infinity-exp", raw_jwt(b'{"exp": Infinity}'), None),
+    ("huge-exp-past-year-5000", make_jwt({"exp": 10**11}), None),
+    ("exp-beyond-float-range", raw_jwt(b'{"exp": 1' + b"0" * 400 + b"}"), None),
+    ("not-a-jwt", "not-a-jwt", None),
+    ("bad-base64", "e30.A.sig", None),
+    ("payload-list", raw_jwt(b'[{"exp": 1700000000}]'), None),
+]
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [case[1:] for case in JWT_EXPIRY_CASES],
+    ids=[case[0] for case in JWT_EXPIRY_CASES],
+)
+def test_jwt_expiry(token: str, expected: float | None) -> None:
+    exp = codexauth._jwt_expiry(token)
+    assert exp == expected
+    assert exp is None or isinstance(exp, float)
+
+
+# id_token #####################################################################
+
+AUTH_CLAIM = "https://api.openai.com/auth"
+
+ID_TOKEN_CASES = [
+    (
+        "all-claims",
+        make_jwt(
+            {
+                "email": "a@example.com",
+                AUTH_CLAIM: {
+                    "chatgpt_plan_type": "pro",
+                    "chatgpt_user_id": "user-1",
+                    "chatgpt_account_id": "acct-1",
+                },
+            }
+        ),
+        ("a@example.com", "pro", "user-1", "acct-1"),
+    ),
+    (
+        "user-id-fallback",
+        make_jwt({"email": "b@example.com", AUTH_CLAIM: {"user_id": "user-2"}}),
+        ("b@example.com", None, "user-2", None),
+    ),
+    (
+        "chatgpt-user-id-wins-over-user-id",
+        make_jwt({AUTH_CLAIM: {"chatgpt_user_id": "user-3", "user_id": "user-old"}}),
+        (None, None, "user-3", None),
+    ),
+    (
+        "non-string-chatgpt-user-id-falls-back",
+        make_jwt({AUTH_CLAIM: {"chatgpt_user_id": 42, "user_id": "user-4"}}),
+        (None, None, "user-4", None),
+    ),
+    (
+        "email-only",
+        make_jwt({"email": "c@example.com"}),
+        ("c@example.com", None, None, None),
+    ),
+    (
+        "auth-claim-not-an-object",
+        make_jwt({"email": "d@example.com", AUTH_CLAIM: "pro"}),
+        ("d@example.com", None, None, None),
+    ),
+    (
+        "wrong-claim-types",
+        make_jwt(
+            {
+                "email": ["e@example.com"],
+                AUTH_CLAIM: {"chatgpt_plan_type": 1, "chatgpt_account_id": {"id": "x"}},
+            }
+        ),
+        (None, None, None, None),
+    ),
+    ("garbage", "garbage", (None, None, None, None)),
+    ("empty", "", (None, None, None, None)),
+    ("bad-base64", "e30.A.sig", (None, None, None, None)),
+    ("payload-list", raw_jwt(b'[{"email": "f@example.com"}]'), (None, None, None, None)),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [case[1:] for case in ID_TOKEN_CASES],
+    ids=[case[0] for case in ID_TOKEN_CASES],
+)
+def test_parse_id_token(raw: str, expected: tuple[str | None, ...]) -> None:
+    info = codexauth.parse_id_token(raw)
+    got = (info.email, info.chatgpt_plan_type, info.chatgpt_user_id, info.chatgpt_account_id)
+    assert got == expected
+    # The raw JWT is kept whatever it holds: auth.json is written back with it.
+    assert fp(info.raw_jwt) == fp(raw)
+
+
+# RFC 3339 #####################################################################
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+RFC3339_CASES = [
+    ("no-fraction-Z", "2024-05-06T07:08:09Z", utc(2024, 5, 6, 7, 8, 9)),
+    ("year-1", "0001-01-01T00:00:00Z", utc(1, 1, 1)),
+    ("year-9999", "9999-12-31T23:59:59.999999Z", utc(9999, 12, 31, 23, 59, 59, 999_999)),
+    ("lowercase-z", "2024-05-06T07:08:09z", utc(2024, 5, 6, 7, 8, 9)),
+    ("lowercase-t", "2024-05-06t07:08:09Z", utc(2024, 5, 6, 7, 8, 9)),
+    ("space-separator", "2024-05-06 07:08:09Z", utc(2024, 5, 6, 7, 8, 9)),
+    ("1-digit-fraction", "2024-05-06T07:08:09.1Z", utc(2024, 5, 6, 7, 8, 9, 100_000)),
+    ("3-digit-fraction", "2024-05-06T07:08:09.123Z", utc(2024, 5, 6, 7, 8, 9, 123_000)),
+    ("6-digit-fraction", "2024-05-06T07:08:09.123456Z", utc(2024, 5, 6, 7, 8, 9, 123_456)),
+    ("7-digit-fraction", "2024-05-06T07:08:09.1234567Z", utc(2024, 5, 6, 7, 8, 9, 123_456)),
+    ("9-digit-fraction", "2024-05-06T07:08:09.123456789Z", utc(2024, 5, 6, 7, 8, 9, 123_456)),
+    (
+        "nanoseconds-truncated-not-rounded",
+        "2024-05-06T07:08:09.999999999Z",
+        utc(2024, 5, 6, 7, 8, 9, 999_999),
+    ),
+    ("zero-offset", "2024-05-06T07:08:09+00:00", utc(2024, 5, 6, 7, 8, 9)),
+    ("positive-offset", "2024-05-06T07:08:09+02:00", utc(2024, 5, 6, 5, 8, 9)),
+    ("negative-offset", "2024-05-06T07:08:09-05:30", utc(2024, 5, 6, 12, 38, 9)),
+    (
+        "offset-crosses-year",
+        "2024-01-01T01:00:00.5+02:00",
+        utc(2023, 12, 31, 23, 0, 0, 500_000),
+    ),
+    (
+        "fraction-and-negative-offset",
+        "2024-05-06T23:59:59.000001-01:00",
+        utc(2024, 5, 7, 0, 59, 59, 1),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [case[1:] for case in RFC3339_CASES],
+    ids=[case[0] for case in RFC3339_CASES],
+)
+def test_parse_rfc3339(text: str, expected: datetime) -> None:
+    parsed = codexauth._parse_rfc3339(text)
+    assert parsed == expected
+    assert parsed.utcoffset() == timedelta(0)
+
+
+RFC3339_REJECTS = [
+    ("empty", ""),
+    ("garbage", "yesterday at noon, roughly"),
+    ("date-only", "2024-05-06"),
+    ("no-offset", "2024-05-06T07:08:09"),
+    ("no-offset-with-fraction", "2024-05-06T07:08:09.123"),
+    ("empty-fraction", "2024-05-06T07:08:09.Z"),
+    ("10-digit-fraction", "2024-05-06T07:08:09.1234567890Z"),
+    ("offset-without-colon", "2024-05-06T07:08:09+0200"),
+    ("offset-hours-only", "2024-05-06T07:08:09+02"),
+    ("double-Z", "2024-05-06T07:08:09ZZ"),
+    ("space-before-Z", "2024-05-06T07:08:09 Z"),
+    ("bad-separator", "2024-05-06X07:08:09Z"),
+    ("month-13", "2024-13-06T07:08:09Z"),
+    ("hour-25", "2024-05-06T25:08:09Z"),
+    ("offset-24h", "2024-05-06T07:08:09+24:00"),
+    ("year-1-offset-before-year-1", "0001-01-01T00:00:00+01:00"),
+    ("year-9999-offset-past-9999", "9999-12-31T23:59:59-01:00"),
+    ("trailing-garbage", "2024-05-06T07:08:09Zjunk"),
+]
+
+
+@pytest.mark.parametrize(
+    "text", [case[1] for case in RFC3339_REJECTS], ids=[case[0] for case in RFC3339_REJECTS]
+)
+def test_parse_rfc3339_rejects(text: str) -> None:
+    # OverflowError for instants outside datetime's range; _auth_from_json catches both.
+    with pytest.raises((ValueError, OverflowError)):
+        codexauth._parse_rfc3339(text)
+
+
+FORMAT_CASES = [
+    ("utc-micros", utc(2024, 5, 6, 7, 8, 9, 123_456), "2024-05-06T07:08:09.123456Z"),
+    ("utc-whole-second", utc(2024, 5, 6, 7, 8, 9), "2024-05-06T07:08:09.000000Z"),
+    ("year-1-zero-padded", utc(1, 1, 1), "0001-01-01T00:00:00.000000Z"),
+    (
+        "offset-converted-to-utc",
+        datetime(2024, 5, 6, 7, 8, 9, 1, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+        "2024-05-06T12:38:09.000001Z",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("moment", "expected"),
+    [case[1:] for case in FORMAT_CASES],
+    ids=[case[0] for case in FORMAT_CASES],
+)
+def test_format_rfc3339(moment: datetime, expected: str) -> None:
+    assert codexauth._format_rfc3339(moment) == expected
+
+
+@pytest.mark.parametrize(
+    "text", [case[1] for case in RFC3339_CASES], ids=[case[0] for case in RFC3339_CASES]
+)
+def test_rfc3339_round_trip_writes_z(text: str) -> None:
+    written = codexauth._format_rfc3339(codexauth._parse_rfc3339(text))
+    assert written.endswith("Z")
+    assert len(written) == len("2024-05-06T07:08:09.123456Z")
+    assert codexauth._parse_rfc3339(written) == codexauth._parse_rfc3339(text)
+
+
+# Refresh failures #############################################################
+
+ERROR_CODE_CASES = [
+    ("error-code", b'{"error": {"code": "refresh_token_expired"}}', "refresh_token_expired"),
+    ("code-lowercased", b'{"error": {"code": "Refresh_Token_REUSED"}}', "refresh_token_reused"),
+    ("error-as-string", b'{"error": "invalid_grant"}', "invalid_grant"),
+    ("error-as-string-lowercased", b'{"error": "INVALID_GRANT"}', "invalid_grant"),
+    ("top-level-code", b'{"code": "Refresh_Token_Invalidated"}', "refresh_token_invalidated"),
+    ("error-code-beats-top-level", b'{"error": {"code": "a"}, "code": "b"}', "a"),
+    ("error-string-beats-top-level", b'{"error": "a", "code": "b"}', "a"),
+    ("error-object-without-code", b'{"error": {"message": "m"}, "code": "c"}', "c"),
+    ("non-string-error-code", b'{"error": {"code": 401}}', None),
+    ("non-string-top-level-code", b'{"code": 401}', None),
+    ("error-null", b'{"error": null}', None),
+    ("empty-object", b"{}", None),
+    ("json-list", b'[{"error": "invalid_grant"}]', None),
+    ("json-string", b'"refresh_token_expired"', None),
+    ("not-json", b"<html>Bad Gateway</html>", None),
+    ("empty-body", b"", None),
+    ("not-utf8", b"\xff\xfe\x00", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [case[1:] for case in ERROR_CODE_CASES],
+    ids=[case[0] for case in ERROR_CODE_CASES],
+)
+def test_refresh_error_code(body: bytes, expected: str | None) -> None:
+    assert codexauth._refresh_error_code(body) == expected
+
+
+R = RefreshTokenFailedReason
+EXPIRED = b'{"error": {"code": "refresh_token_expired"}}'
+REUSED = b'{"error": {"code": "refresh_token_reused"}}'
+CLASSIFY_CASES = [
+    ("401-expired", 401, EXPIRED, R.EXPIRED, MSG_EXPIRED),
+    ("400-expired", 400, EXPIRED, R.EXPIRED, MSG_EXPIRED),
+    ("401-reused", 401, REUSED, R.EXHAUSTED, MSG_EXHAUSTED),
+    (
+        "500-reused-as-string",
+        500,
+        b'{"error": "refresh_token_reused"}',
+        R.EXHAUSTED,
+        MSG_EXHAUSTED,
+    ),
+    (
+        "403-revoked-top-level",
+        403,
+        b'{"code": "REFRESH_TOKEN_INVALIDATED"}',
+        R.REVOKED,
+        MSG_REVOKED,
+    ),
+    ("401-unknown-code", 401, b'{"error": {"code": "something_new"}}', R.OTHER, MSG_OTHER),
+    ("401-not-json", 401, b"Unauthorized", R.OTHER, MSG_OTHER),
+    ("401-empty-body", 401, b"", R.OTHER, MSG_OTHER),
+    ("500-empty-object", 500, b"{}", None, None),
+    ("500-html", 500, b"<html>Internal Server Error</html>", None, None),
+    ("502-not-json", 502, b"Bad Gateway", None, None),
+    ("429-rate-limited", 429, b'{"error": {"code": "rate_limited"}}', None, None),
+    ("400-invalid-grant", 400, b'{"error": "invalid_grant"}', None, None),
+    # "other" is the enum's value, not a code the server sends: no permanent failure for it.
+    ("400-code-literally-other", 400, b'{"error": {"code": "other"}}', None, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason", "message"),
+    [case[1:] for case in CLASSIFY_CASES],
+    ids=[case[0] for case in CLASSIFY_CASES],
+)
+def test_classify_refresh_failure(
+    status: int, body: bytes, reason: RefreshTokenFailedReason | None, message: str | None
+) -> None:
+    error = codexauth._classify_refresh_failure(status, body)
+    assert error.failed_reason() is reason
+    if reason is None:
+        assert isinstance(error, TransientRefreshError)
+        assert not isinstance(error, PermanentRefreshError)
+        assert f"HTTP {status}" in str(error)
+    else:
+        assert isinstance(error, PermanentRefreshError)
+        assert error.reason is reason
+        assert str(error) == message
+
+
+# Staleness ####################################################################
+
+F = codexauth._Freshness
+FRESHNESS_CASES = [
+    ("exp-in-an-hour", NOW + 3600, None, F.FRESH),
+    ("exp-just-past-5-min", NOW + 5 * MINUTE + 1, None, F.FRESH),
+    ("exp-exactly-5-min", NOW + 5 * MINUTE, None, F.EXPIRING),
+    ("exp-in-1-second", NOW + 1, None, F.EXPIRING),
+    ("exp-exactly-now", NOW, None, F.EXPIRED),
+    ("exp-past", NOW - 1, None, F.EXPIRED),
+    ("exp-long-past", NOW - 30 * DAY, NOW - 1, F.EXPIRED),
+    ("exp-fresh-beats-old-last-refresh", NOW + 3600, NOW - 30 * DAY, F.FRESH),
+    ("exp-expiring-with-future-last-refresh", NOW + MINUTE, NOW + DAY, F.EXPIRING),
+    ("no-exp-no-last-refresh", None, None, F.FRESH),
+    ("no-exp-refreshed-now", None, NOW, F.FRESH),
+    ("no-exp-just-under-8-days", None, NOW - 8 * DAY + 1, F.FRESH),
+    ("no-exp-exactly-8-days", None, NOW - 8 * DAY, F.OVERDUE),
+    ("no-exp-9-days", None, NOW - 9 * DAY, F.OVERDUE),
+    ("no-exp-last-refresh-in-future", None, NOW + 3600, F.FRESH),
+    ("no-exp-last-refresh-far-future", None, NOW + 365 * DAY, F.FRESH),
+]
+
+
+@pytest.mark.parametrize(
+    ("access_exp", "last_refresh", "expected"),
+    [case[1:] for case in FRESHNESS_CASES],
+    ids=[case[0] for case in FRESHNESS_CASES],
+)
+def test_freshness(
+    access_exp: float | None, last_refresh: float | None, expected: codexauth._Freshness
+) -> None:
+    assert codexauth._freshness(access_exp, last_refresh, NOW) is expected
+
+
+# Token response ###############################################################
+
+TOKEN_RESPONSE_OK = [
+    (
+        "all-fields",
+        b'{"id_token": "i", "access_token": "a", "refresh_token": "r"}',
+        {"id_token": "i", "access_token": "a", "refresh_token": "r"},
+    ),
+    ("access-only", b'{"access_token": "a"}', {"access_token": "a"}),
+    ("no-fields", b"{}", {}),
+    (
+        "null-fields-skipped",
+        b'{"access_token": "a", "refresh_token": null, "id_token": null}',
+        {"access_token": "a"},
+    ),
+    (
+        "unknown-fields-ignored",
+        b'{"access_token": "a", "expires_in": 3600, "token_type": "Bearer", "scope": "x"}',
+        {"access_token": "a"},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [case[1:] for case in TOKEN_RESPONSE_OK],
+    ids=[case[0] for case in TOKEN_RESPONSE_OK],
+)
+def test_parse_token_response(body: bytes, expected: dict[str, str]) -> None:
+    assert codexauth._parse_token_response(body) == expected
+
+
+TOKEN_RESPONSE_BAD = [
+    ("not-json", b"<html>OK</html>"),
+    ("empty-body", b""),
+    ("json-list", b'[{"access_token": "a"}]'),
+    ("json-null", b"null"),
+    ("access-token-number", b'{"access_token": 123}'),
+    ("refresh-token-object", b'{"access_token": "a", "refresh_token": {"v": "r"}}'),
+    ("id-token-bool", b'{"access_token": "a", "id_token": true}'),
+    ("access-token-empty", b'{"access_token": ""}'),
+    ("not-utf8", b'{"access_token": "\xff"}'),
+]
+
+
+@pytest.mark.parametrize(
+    "body", [case[1] for case in TOKEN_RESPONSE_BAD], ids=[case[0] for case in TOKEN_RESPONSE_BAD]
+)
+def test_parse_token_response_rejects(body: bytes) -> None:
+    with pytest.raises(TransientRefreshError) as info:
+        codexauth._parse_token_response(body)
+    assert info.value.failed_reason() is None
+    assert "\n" not in str(info.value)
+
+
+# auth.json shapes #############################################################
+
+GOOD_TOKENS = {"id_token": "not-a-jwt", "access_token": "a", "refresh_token": "r"}
+
+
+def doc(**fields: Any) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def tokens_with(**fields: Any) -> dict[str, Any]:
+    return {**GOOD_TOKENS, **fields}
+
+
+def tokens_without(key: str) -> dict[str, Any]:
+    return {k: v for k, v in GOOD_TOKENS.items() if k != key}
+
+
+AUTH_SHAPE_ERRORS = [
+    ("json-list", b"[]", "JSON object"),
+    ("json-string", b'"auth"', "JSON object"),
+    ("json-null", b"null", "JSON object"),
+    ("json-number", b"42", "JSON object"),
+    ("empty", b"", "empty"),
+    ("whitespace-only", b" \n\t ", "empty"),
+    ("not-json", b"{OPENAI_API_KEY: nope}", "not valid JSON"),
+    ("truncated-json", b'{"OPENAI_API_KEY": nu', "not valid JSON"),
+    ("not-utf8", b'{"OPENAI_API_KEY": "\xff"}', "not valid JSON"),
+    ("nested-too-deep", b'{"x": ' + b"[" * 100_000, "nested too deeply"),
+    ("over-1-MiB", b'{"OPENAI_API_KEY": null' + b" " * (1 << 20) + b"}", "larger than"),
+    ("api-key-number", doc(OPENAI_API_KEY=123), "OPENAI_API_KEY"),
+    ("api-key-list", doc(OPENAI_API_KEY=["sk"]), "OPENAI_API_KEY"),
+    ("tokens-string", doc(tokens="abc"), "tokens"),
+    ("tokens-list", doc(tokens=[GOOD_TOKENS]), "tokens"),
+    ("id-token-missing", doc(tokens=tokens_without("id_token")), "tokens.id_token"),
+    ("access-token-missing", doc(tokens=tokens_without("access_token")), "tokens.access_token"),
+    ("refresh-token-missing", doc(tokens=tokens_without("refresh_token")), "tokens.refresh_token"),
+    ("id-token-object", doc(tokens=tokens_with(id_token={"email": "x"})), "tokens.id_token"),
+    ("access-token-null", doc(tokens=tokens_with(access_token=None)), "tokens.access_token"),
+    ("refresh-token-number", doc(tokens=tokens_with(refresh_token=7)), "tokens.refresh_token"),
+    ("account-id-number", doc(tokens=tokens_with(account_id=5)), "tokens.account_id"),
+    ("last-refresh-number", doc(last_refresh=1_700_000_000), "last_refresh"),
+    ("last-refresh-junk", doc(last_refresh="yesterday"), "last_refresh"),
+    ("last-refresh-overflows", doc(last_refresh="0001-01-01T00:00:00+01:00"), "last_refresh"),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [case[1:] for case in AUTH_SHAPE_ERRORS],
+    ids=[case[0] for case in AUTH_SHAPE_ERRORS],
+)
+def test_parse_auth_bytes_rejects_with_one_line_naming_the_field(data: bytes, field: str) -> None:
+    with pytest.raises(ValueError) as info:
+        codexauth._parse_auth_bytes(data)
+    message = str(info.value)
+    assert field in message
+    assert "\n" not in message and "\r" not in message
+    assert len(message) < 200
+
+
+@pytest.mark.parametrize(
+    ("value", "found"),
+    [([], "list"), ("auth", "str"), (None, "NoneType"), (1.5, "float")],
+    ids=["list", "string", "null", "number"],
+)
+def test_auth_from_json_rejects_non_objects(value: Any, found: str) -> None:
+    with pytest.raises(ValueError, match=f"expected a JSON object, found {found}$"):
+        codexauth._auth_from_json(value)
+
+
+AUTH_SHAPE_OK = [
+    ("empty-object", {}, None),
+    ("logged-out-nulls", {"OPENAI_API_KEY": None, "tokens": None}, None),
+    ("api-key", {"OPENAI_API_KEY": "sk-test"}, codexauth.AuthMode.API_KEY),
+    ("api-key-wins-over-tokens", {"OPENAI_API_KEY": "sk", "tokens": GOOD_TOKENS}, "apikey"),
+    ("tokens-with-garbage-id-token", {"tokens": GOOD_TOKENS}, codexauth.AuthMode.CHATGPT),
+    ("tokens-account-id-null", {"tokens": tokens_with(account_id=None)}, "chatgpt"),
+    (
+        "last-refresh-nanoseconds-and-offset",
+        {"tokens": GOOD_TOKENS, "last_refresh": "2024-05-06T07:08:09.123456789+02:00"},
+        "chatgpt",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [case[1:] for case in AUTH_SHAPE_OK],
+    ids=[case[0] for case in AUTH_SHAPE_OK],
+)
+def test_auth_from_json_accepts(value: dict[str, Any], mode: Any) -> None:
+    auth = codexauth._parse_auth_bytes(json.dumps(value).encode())
+    expected = codexauth.AuthMode(mode) if isinstance(mode, str) else mode
+    assert auth.mode is expected
+
+
+def test_auth_from_json_keeps_unknown_keys_and_reads_known_ones() -> None:
+    data = {
+        "OPENAI_API_KEY": None,
+        "tokens": {**GOOD_TOKENS, "account_id": "acct-9", "future_tok": {"n": [1, None]}},
+        "last_refresh": "2024-05-06T07:08:09.5-01:00",
+        "auth_mode": "chatgpt",
+        "future": {"nested": [1, 2.5, None]},
+    }
+    auth = codexauth._auth_from_json(data)
+    assert auth.extra == {"auth_mode": "chatgpt", "future": {"nested": [1, 2.5, None]}}
+    assert auth.tokens is not None
+    assert auth.tokens.extra == {"future_tok": {"n": [1, None]}}
+    assert auth.tokens.account_id == "acct-9"
+    assert auth.last_refresh == utc(2024, 5, 6, 8, 8, 9, 500_000)
+    # Written back, the document is the same one (last_refresh normalized to UTC ...Z).
+    written = json.loads(codexauth._serialize_auth(auth))
+    assert written.pop("tokens") == data["tokens"]  # placeholder strings, not real tokens
+    assert written == {k: v for k, v in data.items() if k != "tokens"} | {
+        "last_refresh": "2024-05-06T08:08:09.500000Z"
+    }
+
+
+# Refresh URL ##################################################################
+
+URL_OK = [
+    ("https", "https://auth.openai.com/oauth/token"),
+    ("https-other-host", "https://auth.example.org:8443/token"),
+    ("http-127.0.0.1", "http://127.0.0.1/oauth/token"),
+    ("http-127.0.0.1-port", "http://127.0.0.1:8123/oauth/token"),
+    ("http-127.5.5.5", "http://127.5.5.5:9/token"),
+    ("http-ipv6-loopback", "http://[::1]/oauth/token"),
+    ("http-ipv6-loopback-port", "http://[::1]:8080/oauth/token"),
+    ("http-localhost", "http://localhost/oauth/token"),
+    ("http-localhost-port", "http://localhost:1455/oauth/token"),
+    ("http-userinfo-then-loopback", "http://example.com@127.0.0.1/token"),
+]
+
+
+@pytest.mark.parametrize("url", [case[1] for case in URL_OK], ids=[case[0] for case in URL_OK])
+def test_check_refresh_url_accepts(url: str) -> None:
+    codexauth._check_refresh_url(url)  # no exception
+
+
+URL_REFUSED = [
+    ("http-example.com", "http://example.com/oauth/token"),
+    ("http-private-10", "http://10.0.0.1/oauth/token"),
+    ("http-private-192.168", "http://192.168.1.1/oauth/token"),
+    ("http-unspecified-0.0.0.0", "http://0.0.0.0/oauth/token"),
+    ("http-public-ipv6", "http://[2001:db8::1]/oauth/token"),
+    ("http-localhost-suffix", "http://localhost.example.com/token"),
+    ("http-loopback-lookalike-name", "http://127.0.0.1.example.com/token"),
+    ("http-userinfo-hides-remote-host", "http://127.0.0.1@example.com/token"),
+    ("http-fragment-hides-remote-host", "http://example.com#@127.0.0.1/token"),
+    ("ftp", "ftp://127.0.0.1/token"),
+    ("file", "file:///etc/passwd"),
+    ("https-no-host", "https:///oauth/token"),
+    ("http-no-host", "http:///oauth/token"),
+    ("no-scheme", "auth.openai.com/oauth/token"),
+    ("garbage", "not a url at all"),
+    ("bad-ipv6", "http://[::1/oauth/token"),
+    ("empty", ""),
+]
+
+
+@pytest.mark.parametrize(
+    "url", [case[1] for case in URL_REFUSED], ids=[case[0] for case in URL_REFUSED]
+)
+def test_check_refresh_url_refuses(url: str) -> None:
+    with pytest.raises(CodexAuthError) as info:
+        codexauth._check_refresh_url(url)
+    message = str(info.value)
+    assert "https" in message and "loopback" in message
+    assert "\n" not in message
+
+
+# repr never shows a secret ####################################################
+
+
+def test_reprs_never_show_tokens_keys_or_extra_values(tmp_path: Path) -> None:
+    secrets = {
+        "id": make_jwt({"email": "user@example.com", "secret": "IDSECRET-1"}),
+        "access": make_jwt({"exp": 4_000_000_000, "secret": "ACCSECRET-2"}),
+        "refresh": "REFSECRET-3",
+        "key": "sk-KEYSECRET-4",
+        "extra_top": "TOPSECRET-5",
+        "extra_tok": "TOKSECRET-6",
+    }
+    id_info = codexauth.parse_id_token(secrets["id"])
+    tokens = TokenData(
+        id_info,
+        secrets["access"],
+        secrets["refresh"],
+        "acct-1",
+        {"future": {"nested": [secrets["extra_tok"]]}},
+    )
+    with_tokens = AuthDotJson(None, tokens, utc(2024, 1, 1), {"future": secrets["extra_top"]})
+    with_key = AuthDotJson(secrets["key"], None, None, {"x": [secrets["extra_top"]]})
+
+    # A real auth.json behind a CodexAuth that has read it (the token is fresh: no refresh).
+    codexauth.save_auth(tmp_path, with_tokens)
+    codex = codexauth.CodexAuth(tmp_path)
+    assert fp(codex.get_token()) == fp(secrets["access"])
+
+    objects: list[object] = [id_info, tokens, with_tokens, with_key, codex]
+    for obj in objects:
+        shown = repr(obj)
+        leaked = [name for name, value in secrets.items() if value in shown]
+        assert leaked == [], f"{type(obj).__name__} repr shows {leaked}"
+    # The non-secret parts stay useful for debugging.
+    assert "user@example.com" in repr(id_info)
+    assert "acct-1" in repr(tokens)
+
+
+# Property tests: any bytes, any JSON ##########################################
+
+# Arbitrary JSON values, floats restricted to what JSON can carry.
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+# Timestamps near and past the edges: years 1 and 9999 with offsets overflow, fields one
+# past their range, 0-11 fractional digits, any offset form.
+minutes = st.integers(0, 60)
+timestamp_like = st.builds(
+    "{:04d}-{:02d}-{:02d}{}{:02d}:{:02d}:{:02d}{}{}".format,
+    st.sampled_from([1, 9999]) | st.integers(0, 9999),
+    st.integers(0, 13),
+    st.integers(0, 32),
+    st.sampled_from("Tt x"),
+    st.integers(0, 25),
+    st.integers(0, 60),
+    st.integers(0, 61),
+    st.just("") | st.text("0123456789", max_size=11).map(".{}".format),
+    st.sampled_from(["Z", "z", "", "+00:00"])
+    | st.builds("{}{:02d}:{:02d}".format, st.sampled_from("+-"), st.integers(0, 25), minutes),
+)
+str_or_junk = st.text(max_size=30) | json_values
+tokens_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "id_token": str_or_junk | st.just(make_jwt({"email": "e@example.com"})),
+        "access_token": str_or_junk,
+        "refresh_token": str_or_junk,
+        "account_id": str_or_junk,
+        "future": json_values,
+    },
+)
+auth_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "OPENAI_API_KEY": str_or_junk,
+        "tokens": tokens_like | json_values,
+        "last_refresh": timestamp_like | str_or_junk,
+        "auth_mode": json_values,
+        "future": json_values,
+    },
+)
+any_json = auth_like | json_values
+
+PROPERTY_SETTINGS = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@pytest.fixture(scope="module")
+def property_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One CODEX_HOME for all examples (hypothesis re-runs the body, not the fixture)."""
+    return tmp_path_factory.mktemp("property-home")
+
+
+def check_load_outcome(home: Path, data: bytes) -> None:
+    """Write `data` as auth.json and load it: a result, or one documented error."""
+    path = home / "auth.json"
+    path.write_bytes(data)
+    # Empty or non-JSON bytes may be a half-written file, which load retries for
+    # TORN_READ_WINDOW (50 ms); that would make 200 examples take 10 s. The retry has its
+    # own test in test_store.py; only the outcome matters here, so the window is zero.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(codexauth, "TORN_READ_WINDOW", 0.0)
+        try:
+            auth = codexauth.load_auth_dot_json(home)
+        except AuthFileError as exc:
+            message = str(exc)
+            assert message.startswith(f"{path}: ")
+            assert "\n" not in message and "\r" not in message
+            auth = None
+        else:
+            assert isinstance(auth, AuthDotJson)
+    assert path.read_bytes() == data
+    if auth is not None:
+        # Whatever loads, writes back as the same document.
+        assert codexauth._parse_auth_bytes(codexauth._serialize_auth(auth)) == auth
+
+
+@PROPERTY_SETTINGS
+@given(data=st.binary(max_size=300))
+def test_load_arbitrary_bytes(property_home: Path, data: bytes) -> None:
+    check_load_outcome(property_home, data)
+
+
+@PROPERTY_SETTINGS
+@given(value=any_json, indent=st.sampled_from([None, 2]))
+def test_load_arbitrary_json(property_home: Path, value: Any, indent: int | None) -> None:
+    check_load_outcome(property_home, json.dumps(value, indent=indent).encode())
+
+
+@PROPERTY_SETTINGS
+@given(last_refresh=timestamp_like)
+def test_load_arbitrary_last_refresh(property_home: Path, last_refresh: str) -> None:
+    value = {"OPENAI_API_KEY": None, "tokens": GOOD_TOKENS, "last_refresh": last_refresh}
+    check_load_outcome(property_home, json.dumps(value).encode())
+
+
+def test_property_strategies_reach_both_outcomes(property_home: Path) -> None:
+    """The JSON strategy is worth running: it yields both loadable and rejected files."""
+    ok = bad = 0
+
+    @settings(max_examples=60, deadline=None, database=None)
+    @given(value=auth_like)
+    def count(value: Any) -> None:
+        nonlocal ok, bad
+        try:
+            codexauth._parse_auth_bytes(json.dumps(value).encode())
+            ok += 1
+        except ValueError:
+            bad += 1
+
+    count()
+    assert ok > 0 and bad > 0

@@ -1,0 +1,790 @@
+"""The file store on real files: round trips, unknown keys, modes, symlinks, planted links,
+logout and API-key login, torn reads, corrupt files, rename failures and the stat cache.
+
+Writers that race us are real processes; the token endpoint is the loopback TokenServer.
+Tokens are compared through fp() only.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import random
+import select
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from support import TokenServer, access_token, fp, id_token, make_jwt, py_env, run_py
+
+import codexauth
+from codexauth import AuthDotJson, AuthFileError, CodexAuth, CodexAuthError, TokenData
+
+EXTRA_TOP = {"auth_mode": "chatgpt", "future": {"nested": [1, 2.5, None]}}
+EXTRA_TOKENS = {"future_tok": {"nested": [1, 2.5, None]}, "note": "kept"}
+CHILD_TIMEOUT = 30.0
+
+
+def read_doc(path: Path) -> dict[str, Any]:
+    return dict(json.loads(path.read_bytes()))
+
+
+def redact(doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` with the key and tokens replaced by fp(), fit for an assertion message."""
+    out = dict(doc)
+    if isinstance(out.get("OPENAI_API_KEY"), str):
+        out["OPENAI_API_KEY"] = fp(out["OPENAI_API_KEY"])
+    if isinstance(out.get("tokens"), dict):
+        secret = ("id_token", "access_token", "refresh_token")
+        out["tokens"] = {
+            k: fp(v) if k in secret and isinstance(v, str) else v for k, v in out["tokens"].items()
+        }
+    return out
+
+
+def digest(data: bytes) -> str:
+    """Compare file contents through this: a failing assert then prints no token."""
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def leftovers(*directories: Path) -> list[str]:
+    """Temp files a writer left behind."""
+    return [p.name for d in directories for p in d.iterdir() if p.name.endswith(".tmp")]
+
+
+def read_line(proc: subprocess.Popen[str], timeout: float = 10.0) -> str:
+    """One line from a child's stdout, or fail instead of blocking forever."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, f"child printed nothing within {timeout} s"
+    return proc.stdout.readline().strip()
+
+
+def stop_child(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=CHILD_TIMEOUT)
+
+
+# Round trip and unknown keys ##################################################
+
+
+def test_save_then_load_round_trip(codex_home: Path) -> None:
+    auth = AuthDotJson(
+        None,
+        TokenData(
+            codexauth.parse_id_token(id_token(email="rt@example.com", plan="team")),
+            access_token(time.time() + 3600),
+            "rt-7",
+            "acct-7",
+            dict(EXTRA_TOKENS),
+        ),
+        datetime(2024, 5, 6, 7, 8, 9, 123_456, tzinfo=timezone.utc),
+        dict(EXTRA_TOP),
+    )
+    codexauth.save_auth(codex_home, auth)
+    loaded = codexauth.load_auth_dot_json(codex_home)
+    assert loaded == auth  # reprs are redacted, so a failure prints no token
+    assert loaded is not None and loaded.tokens is not None
+    assert loaded.tokens.id_token.email == "rt@example.com"
+    assert loaded.tokens.id_token.chatgpt_plan_type == "team"
+    assert read_doc(codex_home / "auth.json")["last_refresh"] == "2024-05-06T07:08:09.123456Z"
+
+
+def test_api_key_round_trip(codex_home: Path) -> None:
+    codexauth.save_auth(codex_home, AuthDotJson(openai_api_key="sk-round-trip"))
+    loaded = codexauth.load_auth_dot_json(codex_home)
+    assert loaded is not None
+    assert loaded.mode is codexauth.AuthMode.API_KEY
+    assert fp(loaded.openai_api_key) == fp("sk-round-trip")
+    doc = read_doc(codex_home / "auth.json")
+    assert redact(doc) == redact({"OPENAI_API_KEY": "sk-round-trip"})
+
+
+def test_load_missing_file_is_none(codex_home: Path) -> None:
+    assert codexauth.load_auth_dot_json(codex_home) is None
+    assert codexauth.load_auth_dot_json(codex_home / "does-not-exist") is None
+
+
+def test_unknown_keys_survive_a_save(codex_home: Path, auth_json: Callable[..., Path]) -> None:
+    path = auth_json(extra_top=EXTRA_TOP, extra_tokens=EXTRA_TOKENS)
+    before = read_doc(path)
+    loaded = codexauth.load_auth_dot_json(codex_home)
+    assert loaded is not None
+    codexauth.save_auth(codex_home, loaded)
+    assert redact(read_doc(path)) == redact(before)
+
+
+def test_unknown_keys_survive_a_refresh(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    path = auth_json(extra_top=EXTRA_TOP, extra_tokens=EXTRA_TOKENS)
+    before = read_doc(path)
+
+    new_access = CodexAuth(codex_home).refresh_token()
+
+    assert token_server.post_count == 1
+    issued = token_server.last_issued
+    assert issued is not None
+    assert fp(new_access) == fp(issued["access_token"])
+    after = read_doc(path)
+    for key in ("access_token", "refresh_token", "id_token"):
+        assert fp(after["tokens"][key]) == fp(issued[key]), key
+    refreshed_at = codexauth._parse_rfc3339(after["last_refresh"])
+    assert abs(refreshed_at - datetime.now(timezone.utc)) < timedelta(minutes=1)
+    # Everything else is exactly as it was, at both levels.
+    expected = dict(before, last_refresh=after["last_refresh"])
+    expected["tokens"] = {**before["tokens"], **{k: issued[k] for k in issued}}
+    assert redact(after) == redact(expected)
+    assert after["tokens"]["account_id"] == "acct-123"
+
+
+# Modes ########################################################################
+
+
+def test_save_auth_creates_home_0700_and_file_0600(tmp_path: Path) -> None:
+    home = tmp_path / "fresh" / ".codex"
+    codexauth.save_auth(home, AuthDotJson(openai_api_key="sk-mode"))
+    assert mode_of(home) == 0o700
+    assert mode_of(home / "auth.json") == 0o600
+
+
+# Run in a child with umask 0, so any file created without an explicit owner-only mode
+# would come out world-readable. An audit hook looks at every temp file at the moment it is
+# renamed into place: that is the whole life of the temp file, with its final content.
+UMASK0_CHILD = r"""
+import json, os, stat, sys, time
+from datetime import datetime, timezone
+
+os.umask(0)
+home = os.environ["CODEX_HOME"]
+renamed = []
+
+def hook(event, args):
+    if event == "os.rename" and str(args[0]).startswith(home):
+        st = os.lstat(args[0])
+        renamed.append([os.path.basename(str(args[1])), stat.S_IMODE(st.st_mode)])
+
+sys.addaudithook(hook)
+
+import codexauth
+from support import access_token, id_token
+
+def expired(refresh):
+    tokens = codexauth.TokenData(
+        codexauth.parse_id_token(id_token()), access_token(time.time() - 60), refresh, "acct-1"
+    )
+    return codexauth.AuthDotJson(tokens=tokens, last_refresh=datetime.now(timezone.utc))
+
+codexauth.save_auth(home, expired("rt-0"))           # creates CODEX_HOME and auth.json
+codexauth.CodexAuth(home).get_token()                 # refresh: lock file, temp, rename
+codexauth.save_auth(home, expired("rt-not-issued"))
+failed = None
+try:
+    codexauth.CodexAuth(home).get_token()             # 401: the failure state sidecar
+except codexauth.PermanentRefreshError as exc:
+    failed = exc.reason.name
+print(json.dumps({"renamed": renamed, "failed": failed}))
+"""
+
+
+def test_files_are_owner_only_from_creation_even_with_umask_0(
+    codex_home: Path, token_server: TokenServer
+) -> None:
+    home = codex_home.parent / "created-by-child"
+    result = run_py(UMASK0_CHILD, codex_home=home, token_url=token_server.url, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+
+    assert report["failed"] == "REVOKED"
+    assert token_server.post_count == 2
+    assert mode_of(home) == 0o700
+    assert sorted(os.listdir(home)) == ["auth.json", "auth.lock", "codexauth-state.json"]
+    for name in os.listdir(home):
+        assert mode_of(home / name) == 0o600, name
+    # Every temp file, at the moment it was renamed into place, was owner-only.
+    renamed_to = [name for name, _ in report["renamed"]]
+    assert renamed_to.count("auth.json") >= 3
+    assert renamed_to.count("codexauth-state.json") >= 1
+    assert {name: mode for name, mode in report["renamed"] if mode != 0o600} == {}
+
+
+# Symlinked auth.json ##########################################################
+
+
+def make_link_layout(layout: str, codex_home: Path, other: Path) -> tuple[Path, list[Path]]:
+    """Move auth.json to its real home for `layout`; return (target, links to check)."""
+    link = codex_home / "auth.json"
+    if layout == "relative-same-dir":
+        target = codex_home / "auth.real.json"
+        os.rename(link, target)
+        link.symlink_to("auth.real.json")
+        return target, [link]
+    target = other / "codex-auth.json"
+    os.rename(link, target)
+    if layout == "absolute-other-dir":
+        link.symlink_to(target)
+        return target, [link]
+    if layout == "relative-other-dir":
+        link.symlink_to(os.path.relpath(target, codex_home))
+        return target, [link]
+    assert layout == "chain-of-links"
+    middle = other / "current"
+    middle.symlink_to("codex-auth.json")
+    link.symlink_to(middle)
+    return target, [link, middle]
+
+
+@pytest.mark.parametrize(
+    "layout", ["absolute-other-dir", "relative-other-dir", "relative-same-dir", "chain-of-links"]
+)
+def test_refresh_writes_through_a_symlinked_auth_json(
+    layout: str,
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+    tmp_path: Path,
+) -> None:
+    auth_json(access_exp=time.time() - 60, extra_top=EXTRA_TOP)
+    other = tmp_path / "dotfiles"
+    other.mkdir()
+    target, links = make_link_layout(layout, codex_home, other)
+    target.chmod(0o644)  # as a dotfile manager might leave it; the refresh makes it 0600
+    link_texts = {link: os.readlink(link) for link in links}
+
+    token = CodexAuth(codex_home).get_token()
+
+    assert token_server.post_count == 1
+    issued = token_server.last_issued
+    assert issued is not None
+    assert fp(token) == fp(issued["access_token"])
+    for link, text in link_texts.items():
+        assert link.is_symlink(), f"{link.name} is no longer a symlink"
+        assert os.readlink(link) == text
+    assert not target.is_symlink()
+    doc = read_doc(target)
+    assert fp(doc["tokens"]["access_token"]) == fp(issued["access_token"])
+    assert fp(doc["tokens"]["refresh_token"]) == fp(issued["refresh_token"])
+    assert doc["future"] == EXTRA_TOP["future"]
+    assert mode_of(target) == 0o600
+    assert leftovers(codex_home, other) == []
+    # A fresh reader, through the link, sees the new token without another request.
+    assert fp(CodexAuth(codex_home).get_token()) == fp(issued["access_token"])
+    assert token_server.post_count == 1
+
+
+# Planted symlinks at the sidecars #############################################
+
+
+@pytest.mark.parametrize("dangling", [False, True], ids=["to-existing-file", "dangling"])
+def test_planted_symlink_at_lock_is_refused_not_followed(
+    dangling: bool,
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+    tmp_path: Path,
+) -> None:
+    path = auth_json(access_exp=time.time() - 60)
+    before = path.read_bytes()
+    victim = tmp_path / "victim.txt"
+    if not dangling:
+        victim.write_bytes(b"precious\n")
+    lock = codex_home / "auth.lock"
+    lock.symlink_to(victim)
+
+    with pytest.raises(AuthFileError) as info:
+        CodexAuth(codex_home).get_token()
+
+    message = str(info.value)
+    assert message.startswith(f"{lock}: ")
+    assert "\n" not in message
+    if dangling:
+        assert not victim.exists()
+    else:
+        assert victim.read_bytes() == b"precious\n"
+    assert lock.is_symlink() and os.readlink(lock) == str(victim)
+    assert digest(path.read_bytes()) == digest(before)
+    assert token_server.post_count == 0  # the refresh token was not spent
+
+
+@pytest.mark.parametrize("dangling", [False, True], ids=["to-existing-file", "dangling"])
+def test_planted_symlink_at_state_file_is_replaced_not_followed(
+    dangling: bool,
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+    tmp_path: Path,
+) -> None:
+    path = auth_json(access_exp=time.time() - 60)
+    before = path.read_bytes()
+    victim = tmp_path / "victim.txt"
+    if not dangling:
+        victim.write_bytes(b"precious\n")
+    state = codex_home / "codexauth-state.json"
+    state.symlink_to(victim)
+    token_server.fail_next(500, {"error": {"code": "server_error"}})
+
+    with pytest.raises(codexauth.TransientRefreshError):
+        CodexAuth(codex_home).get_token()
+
+    assert token_server.post_count == 1
+    if dangling:
+        assert not victim.exists()
+    else:
+        assert victim.read_bytes() == b"precious\n"
+    assert not state.is_symlink()
+    assert mode_of(state) == 0o600
+    assert json.loads(state.read_bytes())["reason"] is None
+    assert digest(path.read_bytes()) == digest(before)
+    # The recorded failure is in force: another reader backs off without a request.
+    with pytest.raises(codexauth.TransientRefreshError):
+        CodexAuth(codex_home).get_token()
+    assert token_server.post_count == 1
+
+
+# logout and API-key login #####################################################
+
+
+def test_logout_removes_only_auth_json(codex_home: Path, auth_json: Callable[..., Path]) -> None:
+    auth_json()
+    others = {
+        "auth.lock": b"",
+        "codexauth-state.json": b'{"reason": null}',
+        "config.toml": b'model = "o3"\n',
+    }
+    for name, data in others.items():
+        (codex_home / name).write_bytes(data)
+    (codex_home / "sessions").mkdir()
+
+    assert codexauth.logout(codex_home) is True
+
+    assert not (codex_home / "auth.json").exists()
+    assert sorted(os.listdir(codex_home)) == sorted([*others, "sessions"])
+    for name, data in others.items():
+        assert (codex_home / name).read_bytes() == data
+    assert codexauth.load_auth_dot_json(codex_home) is None
+    assert codexauth.logout(codex_home) is False
+    assert codexauth.logout(codex_home / "never-created") is False
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [("sk-test-123", "sk-test-123"), ("  sk-test-456\n", "sk-test-456")],
+    ids=["plain", "surrounding-whitespace-stripped"],
+)
+def test_login_with_api_key_writes_only_the_key(tmp_path: Path, given: str, stored: str) -> None:
+    home = tmp_path / "new-home"
+    codexauth.login_with_api_key(home, given)
+    path = home / "auth.json"
+    assert redact(read_doc(path)) == redact({"OPENAI_API_KEY": stored})
+    assert mode_of(path) == 0o600
+    assert mode_of(home) == 0o700
+    auth = CodexAuth(home)
+    assert auth.mode is codexauth.AuthMode.API_KEY
+    assert fp(auth.get_token()) == fp(stored)
+
+
+def test_login_with_api_key_replaces_a_chatgpt_login(
+    codex_home: Path, auth_json: Callable[..., Path]
+) -> None:
+    path = auth_json(extra_top=EXTRA_TOP)
+    codexauth.login_with_api_key(codex_home, "sk-replacing")
+    assert redact(read_doc(path)) == redact({"OPENAI_API_KEY": "sk-replacing"})
+
+
+BAD_KEYS = [
+    ("empty", ""),
+    ("spaces", "   "),
+    ("newline", "\n"),
+    ("mixed-blank", " \t\r\n "),
+    ("inner-space", "sk-abc def"),
+    ("inner-tab", "sk-abc\tdef"),
+    ("inner-newline", "sk-abc\ndef"),
+]
+
+
+@pytest.mark.parametrize("key", [k for _, k in BAD_KEYS], ids=[i for i, _ in BAD_KEYS])
+def test_login_with_api_key_rejects_blank_or_spaced_keys(
+    key: str, codex_home: Path, auth_json: Callable[..., Path], tmp_path: Path
+) -> None:
+    path = auth_json()
+    before = path.read_bytes()
+    listing = sorted(os.listdir(codex_home))
+
+    with pytest.raises(CodexAuthError) as info:
+        codexauth.login_with_api_key(codex_home, key)
+
+    message = str(info.value)
+    assert "\n" not in message and message.strip() == message and message
+    for part in key.split():
+        assert part not in message
+    assert digest(path.read_bytes()) == digest(before)
+    assert sorted(os.listdir(codex_home)) == listing
+    # Into a home that does not exist yet: nothing is created.
+    fresh = tmp_path / "no-home-yet"
+    with pytest.raises(CodexAuthError):
+        codexauth.login_with_api_key(fresh, key)
+    assert not fresh.exists()
+
+
+# Torn reads ###################################################################
+
+# Rewrites auth.json in place as the Codex CLI does (truncate, then write), pausing half
+# way, until told to stop. Between rewrites it rests a little: a file that is always
+# half-written has nothing valid to read, and Codex rewrites once per refresh.
+TORN_WRITER = r"""
+import os, sys, time
+path, stop = sys.argv[1], sys.argv[2]
+versions = [open(p, "rb").read() for p in sys.argv[3:]]
+deadline = time.monotonic() + 20.0
+rewrites = 0
+while rewrites < 100_000 and time.monotonic() < deadline and not os.path.exists(stop):
+    data = versions[rewrites % len(versions)]
+    half = len(data) // 2
+    with open(path, "r+b", buffering=0) as f:
+        f.truncate(0)
+        f.write(data[:half])
+        time.sleep(0.0003)
+        f.write(data[half:])
+    rewrites += 1
+    if rewrites == 1:
+        print("ready", flush=True)
+    time.sleep(0.005)
+print(rewrites, flush=True)
+"""
+
+
+def test_reads_ride_out_in_place_rewrites(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer, tmp_path: Path
+) -> None:
+    reads = 300  # of each kind
+    versions_dir = tmp_path / "versions"
+    versions_dir.mkdir()
+    version_files, valid = [], set()
+    for i in range(4):
+        # Different sizes, so that a half-old half-new mix cannot pass as valid JSON.
+        path = auth_json(extra_top={"pad": "x" * (50 * i)})
+        data = path.read_bytes()
+        version_files.append(versions_dir / f"v{i}.json")
+        version_files[-1].write_bytes(data)
+        valid.add(fp(json.loads(data)["tokens"]["access_token"]))
+    versions = {f.read_bytes() for f in version_files}
+    auth_file = codex_home / "auth.json"
+    stop = tmp_path / "stop"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", TORN_WRITER, str(auth_file), str(stop), *map(str, version_files)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    errors: list[str] = []
+    seen: list[str | None] = []
+    raw_torn = 0
+    rng = random.Random(1234)
+    codex = CodexAuth(codex_home)  # long-lived: its stat cache is exercised too
+    try:
+        assert read_line(writer) == "ready"
+        for i in range(2 * reads):
+            # A plain read first shows the fault is real (some catch the file mid-write);
+            # the read under test follows at once, so it often starts on a torn file too.
+            raw_torn += auth_file.read_bytes() not in versions
+            try:
+                if i % 2:
+                    seen.append(fp(codex.get_token()))
+                else:
+                    auth = codexauth.load_auth_dot_json(codex_home)
+                    assert auth is not None and auth.tokens is not None
+                    seen.append(fp(auth.tokens.access_token))
+            except CodexAuthError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+            time.sleep(rng.uniform(0, 0.003))  # spread the reads over many rewrites
+        stop.touch()
+        rewrites = int(read_line(writer))
+        writer.wait(timeout=CHILD_TIMEOUT)
+    finally:
+        stop_child(writer)
+
+    assert errors == []
+    assert len(seen) == 2 * reads
+    assert set(seen) <= valid
+    assert len(set(seen)) > 1, "the reads never saw the file change"
+    assert rewrites > 50
+    assert raw_torn > 0, "no plain read ever caught a half-written file: nothing was tested"
+    assert token_server.post_count == 0
+
+
+# Corrupt files ################################################################
+
+EXPIRED_TOKENS = {
+    "id_token": make_jwt({"email": "corrupt@example.com"}),
+    "access_token": make_jwt({"exp": 1_000_000_000}),  # 2001: a refresh would be due
+    "refresh_token": "rt-0",
+    "account_id": "acct-123",
+}
+
+
+def doc_bytes(value: Any) -> bytes:
+    return json.dumps(value, indent=2).encode()
+
+
+CORRUPT_FILES = [
+    ("not-json", b'{"OPENAI_API_KEY": null, "tokens": {'),
+    ("empty", b""),
+    ("json-array", b"[]"),
+    ("tokens-a-string", doc_bytes({"OPENAI_API_KEY": None, "tokens": "rt-0"})),
+    ("account-id-a-number", doc_bytes({"tokens": {**EXPIRED_TOKENS, "account_id": 5}})),
+    ("api-key-a-number", doc_bytes({"OPENAI_API_KEY": 5, "tokens": EXPIRED_TOKENS})),
+    ("last-refresh-junk", doc_bytes({"tokens": EXPIRED_TOKENS, "last_refresh": "soon"})),
+    ("binary-junk", bytes(range(256)) * 8),
+    (
+        "over-1-MiB",
+        doc_bytes({"OPENAI_API_KEY": None, "tokens": EXPIRED_TOKENS})[:-1]
+        + b" " * (1 << 20)
+        + b"}",
+    ),
+]
+
+
+@pytest.mark.parametrize("data", [d for _, d in CORRUPT_FILES], ids=[i for i, _ in CORRUPT_FILES])
+def test_corrupt_auth_json_is_reported_and_left_alone(
+    data: bytes, codex_home: Path, token_server: TokenServer
+) -> None:
+    path = codex_home / "auth.json"
+    path.write_bytes(data)
+    path.chmod(0o600)
+
+    with pytest.raises(AuthFileError) as info:
+        codexauth.load_auth_dot_json(codex_home)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ")
+    assert "\n" not in message and "\r" not in message
+    assert len(message) < len(str(path)) + 200
+
+    with pytest.raises(AuthFileError) as info:
+        CodexAuth(codex_home).get_token()
+    assert str(info.value).startswith(f"{path}: ")
+
+    assert digest(path.read_bytes()) == digest(data)
+    assert mode_of(path) == 0o600
+    assert token_server.post_count == 0
+    assert os.listdir(codex_home) == ["auth.json"]  # no lock taken, no state written
+
+
+# Rename not possible ##########################################################
+
+BIND_MOUNT_CHILD = r"""
+import errno, os, codexauth
+home = os.environ["CODEX_HOME"]
+probe = os.path.join(home, "probe.tmp")
+open(probe, "w").close()
+try:
+    os.replace(probe, os.path.join(home, "auth.json"))
+except OSError as exc:
+    print("rename-refused", errno.errorcode[exc.errno])
+    os.unlink(probe)
+else:
+    print("rename-worked")
+codexauth.CodexAuth(home).refresh_token()
+print("refreshed")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mount namespaces are Linux")
+def test_refresh_of_a_bind_mounted_auth_json_writes_in_place(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer, tmp_path: Path
+) -> None:
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        pytest.skip("needs unshare(1) and mount(8)")
+    mountpoint = auth_json(extra_top=EXTRA_TOP, extra_tokens=EXTRA_TOKENS)
+    under_the_mount = mountpoint.read_bytes()
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    source = secrets / "auth.json"
+    shutil.copyfile(mountpoint, source)
+    source.chmod(0o600)
+    before = read_doc(source)
+    source_ino = source.stat().st_ino
+
+    # `unshare -m` gives the child its own mount namespace, so the bind mount vanishes
+    # with it and nothing outside the test ever sees it.
+    bind = 'mount --bind "$1" "$2" || exit 77; shift 2; exec "$@"'
+    mount_then = ["unshare", "-m", "sh", "-c", bind, "sh", str(source), str(mountpoint)]
+    probe = subprocess.run(
+        [*mount_then, "true"],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {probe.stderr.strip()[:200] or probe.returncode}")
+
+    result = subprocess.run(
+        [*mount_then, sys.executable, "-c", BIND_MOUNT_CHILD],
+        env=py_env(codex_home, token_server.url),
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["rename-refused", "EBUSY", "refreshed"]
+
+    assert token_server.post_count == 1
+    issued = token_server.last_issued
+    assert issued is not None
+    after = read_doc(source)
+    assert fp(after["tokens"]["access_token"]) == fp(issued["access_token"])
+    assert fp(after["tokens"]["refresh_token"]) == fp(issued["refresh_token"])
+    assert {k: v for k, v in after.items() if k not in ("tokens", "last_refresh")} == {
+        k: v for k, v in before.items() if k not in ("tokens", "last_refresh")
+    }
+    assert {k: after["tokens"][k] for k in EXTRA_TOKENS} == EXTRA_TOKENS
+    assert source.stat().st_ino == source_ino
+    assert mode_of(source) == 0o600
+    # The write went through the mount: the file underneath it is untouched.
+    assert digest(mountpoint.read_bytes()) == digest(under_the_mount)
+    assert leftovers(codex_home, secrets) == []
+
+
+@pytest.mark.parametrize("err", [errno.EXDEV, errno.EBUSY], ids=["EXDEV", "EBUSY"])
+def test_refresh_writes_in_place_when_rename_fails(
+    err: int,
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = auth_json(access_exp=time.time() - 60, extra_top=EXTRA_TOP, extra_tokens=EXTRA_TOKENS)
+    before = read_doc(path)
+    ino = path.stat().st_ino
+    refused: list[str] = []
+    real_replace = os.replace
+
+    def refuse_rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if os.fspath(dst).startswith(str(codex_home)):
+            refused.append(os.path.basename(os.fspath(dst)))
+            raise OSError(err, os.strerror(err), os.fspath(dst))
+        real_replace(src, dst, *args, **kwargs)
+
+    # A monkeypatch because EXDEV needs auth.json on another filesystem than its own
+    # directory, which only a mount can arrange; the real bind mount above covers EBUSY
+    # where mounting is permitted. This fake only refuses; what happens next is real.
+    monkeypatch.setattr(os, "replace", refuse_rename)
+    token = CodexAuth(codex_home).get_token()
+    monkeypatch.undo()
+
+    assert refused == ["auth.json"]
+    assert token_server.post_count == 1
+    issued = token_server.last_issued
+    assert issued is not None
+    assert fp(token) == fp(issued["access_token"])
+    after = read_doc(path)
+    assert fp(after["tokens"]["access_token"]) == fp(issued["access_token"])
+    assert fp(after["tokens"]["refresh_token"]) == fp(issued["refresh_token"])
+    assert after["future"] == before["future"] and after["auth_mode"] == "chatgpt"
+    assert {k: after["tokens"][k] for k in EXTRA_TOKENS} == EXTRA_TOKENS
+    assert path.stat().st_ino == ino  # the same file, overwritten in place
+    assert mode_of(path) == 0o600
+    assert leftovers(codex_home) == []
+    assert fp(CodexAuth(codex_home).get_token()) == fp(issued["access_token"])
+    assert token_server.post_count == 1
+
+
+# The in-process stat cache ####################################################
+
+# Writes the version it is told to, one command per line: "replace N" (temp file and
+# rename), "inplace N" (truncate and write), "inplace-keep-mtime N" (the same, then the old
+# mtime put back, as `cp -p` or `rsync -t` would).
+STAT_WRITER = r"""
+import os, sys
+path = sys.argv[1]
+versions = [open(p, "rb").read() for p in sys.argv[2:]]
+for line in sys.stdin:
+    how, index = line.split()
+    data = versions[int(index)]
+    if how == "replace":
+        tmp = path + ".writer.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    else:
+        before = os.stat(path)
+        with open(path, "r+b", buffering=0) as f:
+            f.truncate(0)
+            f.write(data)
+        if how == "inplace-keep-mtime":
+            os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    print("ok", flush=True)
+"""
+
+
+def test_long_lived_reader_never_returns_a_stale_token(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer, tmp_path: Path
+) -> None:
+    exp = int(time.time()) + 3600
+    versions_dir = tmp_path / "versions"
+    versions_dir.mkdir()
+    files, fps = [], []
+    for i in range(13):
+        # Same length for every version: an in-place rewrite keeps the size.
+        token = make_jwt({"exp": exp, "v": f"{i:04d}"})
+        data = auth_json(access=token).read_bytes()
+        files.append(versions_dir / f"v{i}.json")
+        files[-1].write_bytes(data)
+        fps.append(fp(token))
+    assert len({f.stat().st_size for f in files}) == 1
+    auth_file = codex_home / "auth.json"
+    shutil.copyfile(files[0], auth_file)
+
+    writer = subprocess.Popen(
+        [sys.executable, "-c", STAT_WRITER, str(auth_file), *map(str, files)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdin is not None
+    codex = CodexAuth(codex_home)
+    assert fp(codex.get_token()) == fps[0]
+
+    def rewrite(how: str, index: int) -> None:
+        assert writer.stdin is not None
+        writer.stdin.write(f"{how} {index}\n")
+        writer.stdin.flush()
+        assert read_line(writer) == "ok"
+
+    stale = []
+    try:
+        hows = ["inplace", "inplace-keep-mtime", "replace"]
+        for i in range(1, 151):
+            index = i % (len(files) - 2)
+            rewrite(hows[i % len(hows)], index)
+            if fp(codex.get_token()) != fps[index]:
+                stale.append(i)
+        assert stale == [], f"stale token after rewrites {stale[:10]}"
+
+        # Now let the file age past the racy window, so the next read is trusted and
+        # cached: a same-size rewrite that even restores the mtime must still be seen.
+        time.sleep(codexauth.RACY_STAT_WINDOW + 0.2)
+        assert fp(codex.get_token()) == fps[index]
+        assert codex._snapshot is not None and codex._snapshot.trusted, "nothing was cached"
+        rewrite("inplace-keep-mtime", index + 1)
+        assert fp(codex.get_token()) == fps[index + 1]
+        rewrite("replace", index + 2)
+        assert fp(codex.get_token()) == fps[index + 2]
+        writer.stdin.close()
+        writer.wait(timeout=CHILD_TIMEOUT)
+    finally:
+        stop_child(writer)
+    assert token_server.post_count == 0
