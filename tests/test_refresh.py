@@ -1,0 +1,872 @@
+"""Refreshing in one process against the real loopback TokenServer.
+
+First the three cases of the Codex CLI's ``auth_refresh.rs``, ported as they are; then the
+request, the response, error classification, timeouts and caps, the refresh URL and TLS,
+staleness through get_token(), the failure memory shared through the sidecar, peers that
+refresh without our lock (the Codex CLI), threads, and 401 recovery.
+
+Races between processes live in test_concurrency.py. Tokens are compared through fp()
+and file contents through digest(), so a failing assertion never prints a secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import ssl
+import stat
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from support import (
+    UNREACHABLE_TOKEN_URL,
+    TokenServer,
+    fp,
+    id_token,
+    make_jwt,
+    rfc3339,
+    write_auth_json,
+)
+
+import codexauth
+from codexauth import (
+    AuthDotJson,
+    CodexAuth,
+    CodexAuthError,
+    PermanentRefreshError,
+    RefreshTokenError,
+    RefreshTokenFailedReason,
+    TokenData,
+    TransientRefreshError,
+)
+
+OVERRIDE = "CODEX_REFRESH_TOKEN_URL_OVERRIDE"
+STATE_FILE = "codexauth-state.json"
+GUARD = 20.0  # hang guard for anything that could block; never a timing assertion
+
+# The Codex CLI's words, verbatim (not read from codexauth, so a changed message fails).
+EXPIRED_MSG = (
+    "Your access token could not be refreshed because your refresh token has expired. "
+    "Please log out and sign in again."
+)
+EXHAUSTED_MSG = (
+    "Your access token could not be refreshed because your refresh token was already used. "
+    "Please log out and sign in again."
+)
+REVOKED_MSG = (
+    "Your access token could not be refreshed because your refresh token was revoked. "
+    "Please log out and sign in again."
+)
+OTHER_MSG = "Your access token could not be refreshed. Please log out and sign in again."
+
+
+def digest(data: bytes) -> str:
+    """Compare file contents through this: a failing `==` on the bytes would print tokens."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def load(codex_home: Path) -> AuthDotJson:
+    auth = codexauth.load_auth_dot_json(codex_home)
+    assert auth is not None and auth.tokens is not None
+    return auth
+
+
+def stored_tokens(codex_home: Path) -> TokenData:
+    tokens = load(codex_home).tokens
+    assert tokens is not None
+    return tokens
+
+
+def secrets_of(path: Path) -> list[str]:
+    """Every token string in an auth.json."""
+    tokens = json.loads(path.read_bytes())["tokens"]
+    return [tokens[key] for key in ("access_token", "refresh_token", "id_token")]
+
+
+def leaked(text: str | bytes, secrets: list[str]) -> list[str | None]:
+    """Fingerprints of the secrets found in `text` (asserted empty; never the secrets)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return [fp(secret) for secret in secrets if secret in text]
+
+
+def call_bounded(fn: Callable[[], Any], timeout: float = GUARD) -> dict[str, Any]:
+    """Run `fn` in a thread so a hang fails the test instead of blocking the suite."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"still running after {timeout} s"
+    return outcome
+
+
+# A peer without our lock: the Codex CLI ######################################
+
+_no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def peer_refresh(server: TokenServer, refresh_token: str) -> dict[str, str]:
+    """Refresh at the server as the Codex CLI does, taking no lock; the new fields."""
+    body = {
+        "client_id": codexauth.CLIENT_ID,
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token,
+        "scope": "openid profile email",
+    }
+    request = urllib.request.Request(
+        server.url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with _no_proxy.open(request, timeout=GUARD) as response:
+        return dict(json.loads(response.read()))
+
+
+def peer_write(path: Path, fields: dict[str, str]) -> None:
+    """Store new tokens the Codex CLI's way: truncate auth.json and write it in place."""
+    doc = json.loads(path.read_bytes())
+    doc["tokens"].update(fields)
+    doc["last_refresh"] = rfc3339(datetime.now(timezone.utc))
+    with open(path, "wb") as f:
+        f.write(json.dumps(doc, indent=2).encode())
+
+
+# The Codex CLI's auth_refresh.rs, ported #####################################
+
+INITIAL_ACCESS_TOKEN = "initial-access-token"
+INITIAL_REFRESH_TOKEN = "initial-refresh-token"
+
+
+@pytest.fixture
+def codex_ctx(codex_home: Path, token_server: TokenServer) -> Iterator[tuple[CodexAuth, datetime]]:
+    """RefreshTokenTestContext: a login refreshed a day ago, loaded via from_auth_storage."""
+    initial_last_refresh = datetime.now(timezone.utc) - timedelta(days=1)
+    write_auth_json(
+        codex_home,
+        access=INITIAL_ACCESS_TOKEN,
+        refresh=INITIAL_REFRESH_TOKEN,
+        id_tok=make_jwt({"sub": "user-123"}),
+        account_id="account-id",
+        last_refresh=initial_last_refresh,
+    )
+    auth = CodexAuth.from_auth_storage(codex_home)
+    assert auth is not None, "auth should load from storage"
+    yield auth, load(codex_home).last_refresh or initial_last_refresh
+
+
+def test_refresh_token_succeeds_updates_storage(
+    codex_home: Path, token_server: TokenServer, codex_ctx: tuple[CodexAuth, datetime]
+) -> None:
+    auth, initial_last_refresh = codex_ctx
+    token_server.fail_next(
+        200, {"access_token": "new-access-token", "refresh_token": "new-refresh-token"}
+    )
+
+    access = auth.refresh_token()
+
+    assert fp(access) == fp("new-access-token")
+    stored = load(codex_home)
+    assert stored.tokens is not None
+    assert fp(stored.tokens.access_token) == fp("new-access-token")
+    assert fp(stored.tokens.refresh_token) == fp("new-refresh-token")
+    assert stored.last_refresh is not None
+    assert stored.last_refresh > initial_last_refresh, "last_refresh should advance"
+    assert fp(auth.get_token_data().access_token) == fp("new-access-token")
+    assert token_server.post_count == 1
+
+
+def test_refresh_token_returns_permanent_error_for_expired_refresh_token(
+    codex_home: Path, token_server: TokenServer, codex_ctx: tuple[CodexAuth, datetime]
+) -> None:
+    auth, initial_last_refresh = codex_ctx
+    before = (codex_home / "auth.json").read_bytes()
+    token_server.fail_next(401, {"error": {"code": "refresh_token_expired"}})
+
+    with pytest.raises(RefreshTokenError) as info:
+        auth.refresh_token()
+
+    assert info.value.failed_reason() is RefreshTokenFailedReason.EXPIRED
+    assert isinstance(info.value, PermanentRefreshError)
+    stored = load(codex_home)
+    assert stored.tokens is not None
+    assert fp(stored.tokens.access_token) == fp(INITIAL_ACCESS_TOKEN)
+    assert fp(stored.tokens.refresh_token) == fp(INITIAL_REFRESH_TOKEN)
+    assert stored.last_refresh == initial_last_refresh
+    assert digest((codex_home / "auth.json").read_bytes()) == digest(before)
+    assert token_server.post_count == 1
+
+
+def test_refresh_token_returns_transient_error_on_server_failure(
+    codex_home: Path, token_server: TokenServer, codex_ctx: tuple[CodexAuth, datetime]
+) -> None:
+    auth, initial_last_refresh = codex_ctx
+    before = (codex_home / "auth.json").read_bytes()
+    token_server.fail_next(500, {"error": "temporary-failure"})
+
+    with pytest.raises(RefreshTokenError) as info:
+        auth.refresh_token()
+
+    assert isinstance(info.value, TransientRefreshError)
+    assert info.value.failed_reason() is None
+    stored = load(codex_home)
+    assert stored.tokens is not None
+    assert fp(stored.tokens.access_token) == fp(INITIAL_ACCESS_TOKEN)
+    assert fp(stored.tokens.refresh_token) == fp(INITIAL_REFRESH_TOKEN)
+    assert stored.last_refresh == initial_last_refresh
+    assert digest((codex_home / "auth.json").read_bytes()) == digest(before)
+    assert token_server.post_count == 1
+
+
+# The request and the response ################################################
+
+
+def test_request_body_is_exactly_what_codex_sends(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    auth_json(refresh="rt-0")
+
+    CodexAuth(codex_home).refresh_token()
+
+    assert token_server.post_count == 1
+    (body,) = token_server.requests
+    assert isinstance(body, dict)
+    assert sorted(body) == ["client_id", "grant_type", "refresh_token", "scope"]
+    assert fp(body["refresh_token"]) == fp("rt-0")
+    assert {k: v for k, v in body.items() if k != "refresh_token"} == {
+        "client_id": "app_EMoamEEZ73f0CkXaXp7hrann",
+        "grant_type": "refresh_token",
+        "scope": "openid profile email",
+    }
+
+
+@pytest.mark.parametrize("omitted", ["id_token", "refresh_token", "access_token", "none"])
+def test_each_response_field_is_optional(
+    omitted: str, codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    path = auth_json(account_id="acct-kept", extra_tokens={"future": 1}, extra_top={"x": [2]})
+    old = json.loads(path.read_bytes())["tokens"]
+    token_server.omit_fields = {omitted}
+    now = float(int(time.time()) + 17)  # whole seconds: compared exactly below
+
+    returned = CodexAuth(codex_home, now=lambda: now).refresh_token()
+
+    issued = token_server.last_issued
+    assert issued is not None and token_server.post_count == 1
+    doc = json.loads(path.read_bytes())
+    for key in ("id_token", "access_token", "refresh_token"):
+        expected = old[key] if key == omitted else issued[key]
+        assert fp(doc["tokens"][key]) == fp(expected), key
+    assert fp(returned) == fp(doc["tokens"]["access_token"])
+    assert doc["tokens"]["account_id"] == "acct-kept"
+    assert doc["tokens"]["future"] == 1 and doc["x"] == [2]
+    assert doc["last_refresh"] == rfc3339(datetime.fromtimestamp(now, timezone.utc))
+    assert doc["last_refresh"].endswith("Z")
+
+
+# Permanent failures ##########################################################
+
+PERMANENT = [
+    ("401-expired", 401, {"error": {"code": "refresh_token_expired"}}, "EXPIRED", EXPIRED_MSG),
+    ("400-reused", 400, {"error": {"code": "refresh_token_reused"}}, "EXHAUSTED", EXHAUSTED_MSG),
+    ("403-revoked-as-string", 403, {"error": "refresh_token_invalidated"}, "REVOKED", REVOKED_MSG),
+    ("500-top-code-upper", 500, {"code": "REFRESH_TOKEN_EXPIRED"}, "EXPIRED", EXPIRED_MSG),
+    ("401-unknown-code", 401, {"error": {"code": "invalid_grant"}}, "OTHER", OTHER_MSG),
+    ("401-no-code", 401, {"error": {"message": "nope"}}, "OTHER", OTHER_MSG),
+    ("401-not-json", 401, b"<html>Unauthorized</html>", "OTHER", OTHER_MSG),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason", "message"),
+    [case[1:] for case in PERMANENT],
+    ids=[case[0] for case in PERMANENT],
+)
+def test_permanent_failures(
+    status: int,
+    body: Any,
+    reason: str,
+    message: str,
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+) -> None:
+    path = auth_json(access_exp=time.time() - 60)
+    before = path.read_bytes()
+    token_server.fail_next(status, body)
+
+    with pytest.raises(PermanentRefreshError) as info:
+        CodexAuth(codex_home).get_token()
+
+    assert info.value.failed_reason() is RefreshTokenFailedReason[reason]
+    assert str(info.value) == message
+    assert digest(path.read_bytes()) == digest(before)
+    assert token_server.post_count == 1
+    # Remembered: the next reader fails the same way without a request.
+    with pytest.raises(PermanentRefreshError) as again:
+        CodexAuth(codex_home).get_token()
+    assert again.value.failed_reason() is RefreshTokenFailedReason[reason]
+    assert token_server.post_count == 1
+
+
+# Transient failures ##########################################################
+
+TRANSIENT = [
+    ("500-temporary-failure", 500, {"error": "temporary-failure"}),
+    ("400-unknown-code", 400, {"error": {"code": "invalid_request"}}),
+    ("429-rate-limited", 429, {"error": {"code": "rate_limit_exceeded"}}),
+    ("502-html", 502, b"<html>Bad Gateway</html>"),
+    ("200-not-json", 200, b"<html>hello</html>"),
+    ("200-empty-body", 200, b""),
+    ("200-json-array", 200, b'[{"access_token": "a"}]'),
+    ("200-json-string", 200, b'"access_token"'),
+    ("200-access-token-number", 200, {"access_token": 12345}),
+    ("200-access-token-empty", 200, {"access_token": ""}),
+    ("200-refresh-token-list", 200, {"access_token": "a.b.c", "refresh_token": ["rt-9"]}),
+    ("200-id-token-object", 200, {"access_token": "a.b.c", "id_token": {"jwt": "x"}}),
+    ("201-not-json", 201, b"created"),
+]
+
+
+@pytest.mark.parametrize(
+    ("status", "body"), [case[1:] for case in TRANSIENT], ids=[case[0] for case in TRANSIENT]
+)
+def test_transient_failures_leave_storage_unchanged(
+    status: int,
+    body: Any,
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+) -> None:
+    path = auth_json(access_exp=time.time() - 60)
+    before = path.read_bytes()
+    secrets = secrets_of(path)
+    token_server.fail_next(status, body)
+
+    with pytest.raises(TransientRefreshError) as info:
+        CodexAuth(codex_home).get_token()
+
+    assert info.value.failed_reason() is None
+    assert leaked(str(info.value), secrets) == []
+    assert digest(path.read_bytes()) == digest(before)
+    assert token_server.post_count == 1
+
+
+def test_unreachable_endpoint_is_transient(
+    codex_home: Path, auth_json: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(OVERRIDE, UNREACHABLE_TOKEN_URL)
+    path = auth_json(access_exp=time.time() - 60)
+    before = path.read_bytes()
+
+    outcome = call_bounded(CodexAuth(codex_home, timeout=5).get_token)
+
+    assert isinstance(outcome.get("error"), TransientRefreshError)
+    assert digest(path.read_bytes()) == digest(before)
+
+
+def test_hung_endpoint_times_out_and_frees_the_lock(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    import portalocker
+
+    path = auth_json(access_exp=time.time() - 60)
+    before = path.read_bytes()
+    token_server.hang = True
+
+    outcome = call_bounded(CodexAuth(codex_home, timeout=0.5).get_token)
+
+    assert isinstance(outcome.get("error"), TransientRefreshError)
+    assert digest(path.read_bytes()) == digest(before)
+    assert token_server.post_count == 1
+    # Nobody holds the lock: another open file description takes it at once.
+    with open(codex_home / "auth.lock", "rb") as f:
+        portalocker.lock(f, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING)
+        portalocker.unlock(f)
+    # And the next refresh (past the shared backoff) goes through.
+    token_server.hang = False
+    later = CodexAuth(codex_home, lock_timeout=2, now=lambda: time.time() + 6)
+    outcome = call_bounded(later.get_token)
+    assert "error" not in outcome, repr(outcome.get("error"))
+    issued = token_server.last_issued
+    assert issued is not None and token_server.post_count == 2
+    assert fp(outcome["value"]) == fp(issued["access_token"])
+    assert fp(stored_tokens(codex_home).refresh_token) == fp(issued["refresh_token"])
+
+
+def test_oversized_response_is_transient(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    path = auth_json(access_exp=time.time() - 60)
+    before = path.read_bytes()
+    # Valid JSON with a well-typed token: only the size cap can refuse it.
+    token_server.fail_next(200, {"access_token": "x" * (1 << 20), "refresh_token": "rt-big"})
+
+    outcome = call_bounded(CodexAuth(codex_home, timeout=10).get_token)
+
+    assert isinstance(outcome.get("error"), TransientRefreshError)
+    assert digest(path.read_bytes()) == digest(before)
+
+
+# Refresh URL and TLS #########################################################
+
+REFUSED_URLS = [
+    ("http-remote-host", "http://example.com/oauth/token"),
+    ("http-private-address", "http://10.1.2.3/oauth/token"),
+    ("http-loopback-lookalike", "http://127.0.0.1.example.com/oauth/token"),
+    ("ftp-loopback", "ftp://127.0.0.1/oauth/token"),
+]
+
+
+@pytest.mark.parametrize(
+    "url", [case[1] for case in REFUSED_URLS], ids=[case[0] for case in REFUSED_URLS]
+)
+def test_refresh_url_is_refused_before_any_request(
+    url: str,
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Should the check fail, the request goes to the loopback server through these
+    # proxies rather than off this machine.
+    proxy = f"http://127.0.0.1:{token_server.port}"
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(var, proxy)
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv(OVERRIDE, url)
+    path = auth_json(access_exp=time.time() - 60)
+    before = path.read_bytes()
+
+    with pytest.raises(CodexAuthError) as info:
+        CodexAuth(codex_home, timeout=5).get_token()
+
+    assert not isinstance(info.value, RefreshTokenError)
+    assert "https" in str(info.value)
+    assert token_server.post_count == 0
+    assert digest(path.read_bytes()) == digest(before)
+    assert not (codex_home / STATE_FILE).exists()
+
+
+CA_VARS = ("CODEX_CA_CERTIFICATE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+@pytest.fixture
+def https_token_server(
+    codex_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[TokenServer, Path]]:
+    """A TokenServer behind TLS with a certificate from a throwaway CA; (server, CA file)."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "test-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    for var in CA_VARS:
+        monkeypatch.delenv(var, raising=False)
+    with TokenServer() as server:
+        httpd = server._httpd
+        assert httpd is not None
+        accept = httpd.get_request
+
+        # TokenServer speaks plain HTTP; wrapping each connection it accepts makes it a real
+        # TLS endpoint without touching support.py. The handshake runs on the handler's
+        # thread, so a client that rejects the certificate cannot stall the accept loop.
+        def get_request() -> tuple[Any, Any]:
+            sock, address = accept()
+            tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            return tls, address
+
+        httpd.get_request = get_request  # type: ignore[method-assign]
+        httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+        monkeypatch.setenv(OVERRIDE, f"https://127.0.0.1:{server.port}/oauth/token")
+        yield server, ca_file
+
+
+def test_tls_to_an_untrusted_certificate_fails_as_transient(
+    codex_home: Path, auth_json: Callable[..., Path], https_token_server: tuple[TokenServer, Path]
+) -> None:
+    server, _ = https_token_server
+    path = auth_json(access_exp=time.time() - 60)
+    before = path.read_bytes()
+
+    outcome = call_bounded(CodexAuth(codex_home, timeout=5).get_token)
+
+    assert isinstance(outcome.get("error"), TransientRefreshError)
+    assert server.post_count == 0  # the refresh token never left the client
+    assert digest(path.read_bytes()) == digest(before)
+
+
+@pytest.mark.parametrize("var", ["CODEX_CA_CERTIFICATE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"])
+def test_tls_with_the_ca_from_the_environment(
+    var: str,
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    https_token_server: tuple[TokenServer, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server, ca_file = https_token_server
+    monkeypatch.setenv(var, str(ca_file))
+    auth_json(access_exp=time.time() - 60)
+
+    outcome = call_bounded(CodexAuth(codex_home, timeout=5).get_token)
+
+    assert "error" not in outcome, repr(outcome.get("error"))
+    issued = server.last_issued
+    assert issued is not None and server.post_count == 1
+    assert fp(outcome["value"]) == fp(issued["access_token"])
+
+
+# Staleness through get_token() ###############################################
+
+NOW = float(int(time.time()))
+DAY = 24 * 3600.0
+
+STALENESS = [
+    # id, access exp (relative to NOW; None: no exp), last_refresh age in days, POSTs
+    ("fresh-jwt", 3600.0, 1, 0),
+    ("exp-in-6-min", 360.0, 1, 0),
+    ("exp-in-4-min", 240.0, 1, 1),
+    ("expired", -60.0, 1, 1),
+    ("expired-long-ago-but-refreshed-just-now", -DAY, 0, 1),
+    ("no-exp-last-refresh-9-days", None, 9, 1),
+    ("no-exp-last-refresh-7-days", None, 7, 0),
+    ("no-exp-no-last-refresh", None, None, 0),
+]
+
+
+@pytest.mark.parametrize(
+    ("exp", "age_days", "posts"),
+    [case[1:] for case in STALENESS],
+    ids=[case[0] for case in STALENESS],
+)
+def test_get_token_refreshes_only_when_stale(
+    exp: float | None,
+    age_days: float | None,
+    posts: int,
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+) -> None:
+    last_refresh = None
+    if age_days is not None:
+        last_refresh = datetime.fromtimestamp(NOW - age_days * DAY, timezone.utc)
+    path = auth_json(access_exp=None if exp is None else NOW + exp, last_refresh=last_refresh)
+    stored = json.loads(path.read_bytes())["tokens"]["access_token"]
+
+    token = CodexAuth(codex_home, now=lambda: NOW).get_token()
+
+    assert token_server.post_count == posts
+    if posts:
+        issued = token_server.last_issued
+        assert issued is not None
+        assert fp(token) == fp(issued["access_token"])
+    else:
+        assert fp(token) == fp(stored)
+
+
+def test_api_key_mode_returns_the_key_and_never_refreshes(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    auth_json(api_key="sk-test-key", access_exp=NOW - DAY)  # the tokens beside it are dead
+
+    auth = CodexAuth(codex_home, now=lambda: NOW)
+
+    assert fp(auth.get_token()) == fp("sk-test-key")
+    assert auth.mode is codexauth.AuthMode.API_KEY
+    assert token_server.post_count == 0
+
+
+def test_expiring_token_survives_a_transient_failure_with_a_warning(
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="codexauth")
+    path = auth_json(access_exp=time.time() + 120)
+    before = path.read_bytes()
+    secrets = secrets_of(path)
+    stored = secrets[0]
+    token_server.fail_next(500, {"error": "temporary-failure"})
+
+    token = CodexAuth(codex_home).get_token()
+
+    assert fp(token) == fp(stored)
+    assert token_server.post_count == 1
+    warnings = [
+        r for r in caplog.records if r.name == "codexauth" and r.levelno == logging.WARNING
+    ]
+    assert len(warnings) == 1
+    assert leaked(caplog.text, secrets) == []
+    assert digest(path.read_bytes()) == digest(before)
+    # Inside the backoff another reader also gets the valid token, without a request.
+    assert fp(CodexAuth(codex_home).get_token()) == fp(stored)
+    assert token_server.post_count == 1
+
+
+@pytest.mark.parametrize(
+    ("exp", "age_days"),
+    [(-60.0, 1), (None, 9)],
+    ids=["expired", "no-exp-overdue"],
+)
+def test_stale_token_with_a_transient_failure_raises(
+    exp: float | None,
+    age_days: float,
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+) -> None:
+    now = time.time()
+    auth_json(
+        access_exp=None if exp is None else now + exp,
+        last_refresh=datetime.fromtimestamp(now - age_days * DAY, timezone.utc),
+    )
+    token_server.fail_next(500, {"error": "temporary-failure"})
+
+    with pytest.raises(TransientRefreshError):
+        CodexAuth(codex_home).get_token()
+    assert token_server.post_count == 1
+
+
+# Failure memory in the sidecar ###############################################
+
+
+def test_permanent_failure_is_remembered_until_a_new_login(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    # A refresh token the server never issued: it answers 401 refresh_token_invalidated.
+    path = auth_json(access_exp=time.time() - 60, refresh="rt-never-issued")
+    before = path.read_bytes()
+    secrets = secrets_of(path)
+
+    with pytest.raises(PermanentRefreshError) as first:
+        CodexAuth(codex_home).get_token()
+    assert first.value.failed_reason() is RefreshTokenFailedReason.REVOKED
+    assert token_server.post_count == 1
+
+    with pytest.raises(PermanentRefreshError) as second:
+        CodexAuth(codex_home).refresh_token()
+    assert second.value.failed_reason() is RefreshTokenFailedReason.REVOKED
+    assert str(second.value) == REVOKED_MSG
+    assert token_server.post_count == 1
+
+    state = codex_home / STATE_FILE
+    assert stat.S_IMODE(os.lstat(state).st_mode) == 0o600
+    assert leaked(state.read_bytes(), secrets) == []
+    assert digest(path.read_bytes()) == digest(before)  # nothing added to auth.json
+
+    # A new login (another refresh token) works again at once.
+    token_server.issue("rt-new-login")
+    auth_json(access_exp=time.time() - 60, refresh="rt-new-login")
+    token = CodexAuth(codex_home).get_token()
+    issued = token_server.last_issued
+    assert issued is not None and token_server.post_count == 2
+    assert fp(token) == fp(issued["access_token"])
+    assert fp(stored_tokens(codex_home).refresh_token) == fp(issued["refresh_token"])
+
+
+def test_transient_failure_backs_off_for_five_seconds(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    auth_json(access_exp=time.time() - 60)
+    token_server.fail_next(500, {"error": "temporary-failure"})
+
+    with pytest.raises(TransientRefreshError):
+        CodexAuth(codex_home).get_token()
+    assert token_server.post_count == 1
+
+    with pytest.raises(TransientRefreshError):
+        CodexAuth(codex_home).get_token()
+    assert token_server.post_count == 1
+
+    token = CodexAuth(codex_home, now=lambda: time.time() + 6).get_token()
+    issued = token_server.last_issued
+    assert issued is not None and token_server.post_count == 2
+    assert fp(token) == fp(issued["access_token"])
+
+
+# Peers that take no lock (the Codex CLI) #####################################
+
+
+def test_adopts_tokens_a_peer_wrote_after_our_snapshot(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    path = auth_json(access_exp=time.time() - 60)
+    auth = CodexAuth.from_auth_storage(codex_home)
+    assert auth is not None
+    peer = peer_refresh(token_server, "rt-0")
+    peer_write(path, peer)
+
+    token = auth.get_token()
+
+    assert fp(token) == fp(peer["access_token"])
+    assert token_server.post_count == 1  # the peer's; none of ours
+
+
+def test_adopts_tokens_a_peer_wrote_while_we_waited_for_the_lock(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    import portalocker
+
+    path = auth_json(access_exp=time.time() - 60)
+    auth = CodexAuth(codex_home, lock_timeout=GUARD)
+    # Another process holds the refresh lock, so our refresh waits for it.
+    with open(codex_home / "auth.lock", "a+b") as held:
+        portalocker.lock(held, portalocker.LockFlags.EXCLUSIVE)
+        outcome: dict[str, Any] = {}
+        waiter = threading.Thread(target=lambda: outcome.update(v=auth.get_token()), daemon=True)
+        waiter.start()
+        time.sleep(0.2)  # let it find the token stale and start waiting
+        peer = peer_refresh(token_server, "rt-0")
+        peer_write(path, peer)
+        waiter.join(GUARD)
+        assert not waiter.is_alive(), "still waiting for the lock after the peer wrote"
+
+    assert fp(outcome.get("v")) == fp(peer["access_token"])
+    assert token_server.post_count == 1
+
+
+def test_reused_answer_adopts_a_peer_that_writes_after_our_post(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    path = auth_json(access_exp=time.time() - 60)
+    # The peer has spent rt-0 at the server but not yet written auth.json.
+    peer = peer_refresh(token_server, "rt-0")
+
+    def write_after_our_post() -> None:
+        deadline = time.monotonic() + GUARD
+        while token_server.post_count < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.1)
+        peer_write(path, peer)
+
+    writer = threading.Thread(target=write_after_our_post, daemon=True)
+    writer.start()
+    outcome = call_bounded(CodexAuth(codex_home).get_token)
+    writer.join(GUARD)
+
+    assert "error" not in outcome, repr(outcome.get("error"))
+    assert fp(outcome["value"]) == fp(peer["access_token"])
+    assert token_server.redacted_log() == ["200", "401 refresh_token_reused"]
+    assert not (codex_home / STATE_FILE).exists()  # no failure recorded
+    assert fp(stored_tokens(codex_home).refresh_token) == fp(peer["refresh_token"])
+
+
+def test_reused_with_no_peer_writing_is_exhausted(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    path = auth_json(access_exp=time.time() - 60)
+    before = path.read_bytes()
+    peer_refresh(token_server, "rt-0")  # spent elsewhere; nobody ever writes the result
+
+    outcome = call_bounded(CodexAuth(codex_home).get_token)
+
+    error = outcome.get("error")
+    assert isinstance(error, PermanentRefreshError)
+    assert error.failed_reason() is RefreshTokenFailedReason.EXHAUSTED
+    assert str(error) == EXHAUSTED_MSG
+    assert token_server.post_count == 2
+    assert digest(path.read_bytes()) == digest(before)
+
+
+# Threads #####################################################################
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["one-shared-CodexAuth", "one-per-thread"])
+def test_threads_refresh_once(
+    shared: bool, codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    auth_json(access_exp=time.time() - 60)
+    n = 8
+    common = CodexAuth(codex_home)
+    barrier = threading.Barrier(n, timeout=GUARD)
+    results: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        auth = common if shared else CodexAuth(codex_home)
+        barrier.wait()
+        try:
+            results[i] = auth.get_token()
+        except BaseException as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(GUARD)
+    assert not any(thread.is_alive() for thread in threads)
+
+    assert [type(r).__name__ for r in results] == ["str"] * n
+    issued = token_server.last_issued
+    assert issued is not None and token_server.post_count == 1
+    assert {fp(r) for r in results} == {fp(issued["access_token"])}
+
+
+# 401 recovery ################################################################
+
+
+def test_recover_unauthorized_adopts_a_peers_token(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    path = auth_json()
+    auth = CodexAuth(codex_home)
+    rejected = auth.get_token()
+    peer = peer_refresh(token_server, "rt-0")
+    peer_write(path, peer)
+
+    token = auth.recover_unauthorized(rejected)
+
+    assert fp(token) == fp(peer["access_token"])
+    assert token_server.post_count == 1  # the peer's; none of ours
+
+
+def test_recover_unauthorized_forces_one_refresh(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    auth_json()  # fresh by its exp, yet the API said 401
+    auth = CodexAuth(codex_home)
+    rejected = auth.get_token()
+
+    token = auth.recover_unauthorized(rejected)
+
+    issued = token_server.last_issued
+    assert issued is not None and token_server.post_count == 1
+    assert fp(token) == fp(issued["access_token"])
+    assert fp(stored_tokens(codex_home).refresh_token) == fp(issued["refresh_token"])
+
+
+@pytest.mark.parametrize("now_holds", ["another-account", "an-api-key", "no-login"])
+def test_recover_unauthorized_gives_up_when_the_login_changed(
+    now_holds: str, codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    path = auth_json()
+    auth = CodexAuth(codex_home)
+    rejected = auth.get_token()
+    if now_holds == "another-account":
+        token_server.issue("rt-other")
+        auth_json(refresh="rt-other", account_id="acct-other", id_tok=id_token(account_id="x"))
+    elif now_holds == "an-api-key":
+        auth_json(api_key="sk-test-key")
+    else:
+        path.unlink()
+
+    assert auth.recover_unauthorized(rejected) is None
+    assert token_server.post_count == 0
