@@ -1335,7 +1335,8 @@ class RequestsAuth:
         retried = False
 
         def on_response(response: requests.Response, **kwargs: Any) -> requests.Response:
-            # The retry is a copy of this request and carries this hook: `retried` stops a loop.
+            # Only one retry: the resent copy carries this hook too (requests runs no
+            # hooks on it today; the flag keeps a future version from looping).
             nonlocal retried
             if response.status_code != 401 or retried:
                 return response
@@ -1395,7 +1396,10 @@ def HttpxAuth(codex_home: StrPath | None = None, **options: Any) -> httpx.Auth: 
 
 
 def _build_httpx_auth_class() -> type:
-    import httpx  # deferred: an optional dependency
+    try:
+        import httpx  # deferred: an optional dependency
+    except ImportError as exc:
+        raise ImportError("codexauth.HttpxAuth needs httpx: pip install httpx") from exc
 
     class _HttpxAuth(httpx.Auth):
         requires_request_body = True  # the retry re-sends the body
@@ -1543,20 +1547,23 @@ def _build_parser() -> Any:
         "-v", "--verbose", action="store_true", help="debug log to stderr (no tokens)"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    token = commands.add_parser("token", help="print a fresh bearer token (refreshing if due)")
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        """A subcommand whose own --help opens with its line in the command list."""
+        return commands.add_parser(name, help=summary, description=summary)
+
+    token = command("token", "print a fresh bearer token (refreshing if due)")
     token.add_argument("--json", action="store_true", help="token, mode and expiry as JSON")
-    commands.add_parser("header", help='print "Authorization: Bearer ..." for curl -H')
-    commands.add_parser("refresh", help="refresh now (waits for, or adopts, a peer's refresh)")
-    status = commands.add_parser("status", help="who is logged in, plan, expiry (no tokens)")
+    command("header", 'print "Authorization: Bearer ..." for curl -H')
+    command("refresh", "refresh now (waits for, or adopts, a peer's refresh)")
+    status = command("status", "who is logged in, plan, expiry (no tokens)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    commands.add_parser("logout", help="delete auth.json, like `codex logout`")
-    login = commands.add_parser("login", help="store an API key read from stdin")
+    command("logout", "delete auth.json, like `codex logout`")
+    login = command("login", "store an API key read from stdin")
     login.add_argument(
         "--api-key", action="store_true", required=True, help="read the key from stdin"
     )
-    demo = commands.add_parser(
-        "demo", help="race N processes on an expired login against a local endpoint"
-    )
+    demo = command("demo", "race N processes on an expired login against a local endpoint")
     demo.add_argument("-n", "--processes", type=int, default=16, metavar="N")
     return parser
 

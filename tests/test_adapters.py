@@ -1,0 +1,488 @@
+"""The requests and httpx adapters against a real loopback API and the loopback TokenServer:
+401 -> at most one refresh -> one retry with the body intact, never a loop; the account
+header; API-key mode; adopting a peer's token but never another account's; and what
+``import codexauth`` pulls in.
+
+The API records every request it sees; tokens in it are compared through fp() only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import site
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import pytest
+import requests
+from support import (
+    REPO_ROOT,
+    TokenServer,
+    access_token,
+    fp,
+    id_token,
+    run_py,
+    write_auth_json,
+)
+
+import codexauth
+
+HTTP_TIMEOUT = 10.0
+API_KEY = "sk-test-adapters-0123456789"
+BINARY_BODY = bytes(range(256)) * 40  # every byte value, 10 KiB
+JSON_BODY = {"model": "gpt-test", "input": "h\u00e9llo \u2603", "n": [1, 2.5, None]}
+
+
+# A loopback API ###############################################################
+
+
+class Hit:
+    """One request the API saw. `bearer` is a token: compare `bearer_fp`, never print it."""
+
+    __slots__ = ("body", "bearer", "headers", "method", "path")
+
+    def __init__(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
+        self.method = method
+        self.path = path
+        auth = headers.pop("authorization", "")
+        self.bearer = auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
+        self.headers = headers  # lower-cased names, Authorization removed
+        self.body = body
+
+    @property
+    def bearer_fp(self) -> str | None:
+        return fp(self.bearer)
+
+    def __repr__(self) -> str:
+        return f"Hit({self.method} {self.path}, bearer={self.bearer_fp}, {len(self.body)} bytes)"
+
+
+class ApiServer:
+    """An API on 127.0.0.1 that answers 200 only when ``accept(bearer)`` says so, else 401.
+
+    A 200 echoes the body and headers it saw (Authorization only as an fp()), so a test
+    can check what the client sent on the accepted attempt.  `accept` runs on the
+    server's thread before the answer; a test may use it to play a peer at that moment.
+    """
+
+    def __init__(self, accept: Callable[[str | None], bool]) -> None:
+        self.accept = accept
+        self.hits: list[Hit] = []
+        self._lock = threading.Lock()
+        handler = type("Handler", (_ApiHandler,), {"api": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1/responses"
+
+    def __enter__(self) -> ApiServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def record(self, hit: Hit) -> bool:
+        with self._lock:
+            self.hits.append(hit)
+        return self.accept(hit.bearer)
+
+
+class _ApiHandler(BaseHTTPRequestHandler):
+    api: ApiServer  # set on the subclass ApiServer makes
+    protocol_version = "HTTP/1.1"  # keep-alive, so the retry may reuse the connection
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        body = self._read_body()
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        hit = Hit(self.command, self.path, headers, body)
+        try:
+            accepted = self.api.record(hit)
+        except Exception as exc:  # a broken test hook shows up as a 500, not a hang
+            self._send(500, {"error": f"test hook failed: {type(exc).__name__}"})
+            return
+        if not accepted:
+            self._send(401, {"error": {"message": "Invalid bearer token", "code": None}})
+            return
+        echo = {"body": body.decode("latin-1"), "headers": hit.headers, "bearer": hit.bearer_fp}
+        self._send(200, echo)
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers, up to the blank line that ends the body
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()  # the CRLF after each chunk
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _send(self, status: int, doc: Any) -> None:
+        payload = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default per-request stderr line."""
+
+
+# What the API accepts.
+
+
+def newest_issued(token_server: TokenServer) -> Callable[[str | None], bool]:
+    """Only the access token the TokenServer issued last (none before the first refresh)."""
+
+    def accept(bearer: str | None) -> bool:
+        issued = token_server.last_issued
+        return issued is not None and bearer == issued.get("access_token")
+
+    return accept
+
+
+def current_login(codex_home: Path) -> Callable[[str | None], bool]:
+    """Only what auth.json holds right now: the API key, or the access token."""
+
+    def accept(bearer: str | None) -> bool:
+        doc = json.loads((codex_home / "auth.json").read_bytes())
+        key = doc.get("OPENAI_API_KEY")
+        return bearer == (key if key is not None else doc["tokens"]["access_token"])
+
+    return accept
+
+
+def reject_all(bearer: str | None) -> bool:
+    return False
+
+
+def peer_writes_first(
+    codex_home: Path, **peer_login: Any
+) -> tuple[Callable[[str | None], bool], list[str]]:
+    """Before answering the first request, a peer writes a new login; then accept only it.
+
+    The peer is what a concurrent process does: it replaces auth.json atomically with
+    tokens from its own refresh (or login).  Returns the acceptor and a list that receives
+    the peer's access token.
+    """
+    written: list[str] = []
+
+    def accept(bearer: str | None) -> bool:
+        if not written:
+            token = access_token(time.time() + 3600, seq="peer")
+            write_auth_json(codex_home, access=token, **peer_login)
+            written.append(token)
+            return False
+        return bearer == written[0]
+
+    return accept, written
+
+
+# Clients ######################################################################
+
+
+class Reply:
+    """What the caller got back: the status and, for a 200, the API's echo."""
+
+    def __init__(self, status: int, echo: dict[str, Any] | None) -> None:
+        self.status = status
+        self.echo = echo
+
+    def __repr__(self) -> str:
+        return f"Reply({self.status})"
+
+
+def _body_kwargs(client: str, body: str, tmp_path: Path) -> tuple[dict[str, Any], bytes | None]:
+    """Keyword arguments that send `body`, and the exact bytes expected (None: JSON)."""
+    if body == "json":
+        return {"json": JSON_BODY}, None
+    if body == "bytes":
+        name = "data" if client == "requests" else "content"
+        return {name: BINARY_BODY}, BINARY_BODY
+    assert body == "file" and client == "requests"
+    path = tmp_path / "upload.bin"
+    path.write_bytes(BINARY_BODY)
+    return {"data": path}, BINARY_BODY  # opened by send()
+
+
+def send(client: str, url: str, codex_home: Path, **kwargs: Any) -> Reply:
+    """POST through `client` ("requests", "httpx", "httpx-async") with the codexauth adapter.
+
+    An exception fails the test with its type only: pytest would otherwise show the
+    arguments of the frame that raised, which hold the Authorization header.
+    """
+    try:
+        return _send(client, url, codex_home, **kwargs)
+    except Exception as exc:
+        pytest.fail(f"{client} request raised {type(exc).__name__}", pytrace=False)
+
+
+def _send(client: str, url: str, codex_home: Path, **kwargs: Any) -> Reply:
+    if client == "requests":
+        with requests.Session() as session, contextlib.ExitStack() as files:
+            if isinstance(kwargs.get("data"), Path):
+                kwargs["data"] = files.enter_context(kwargs["data"].open("rb"))
+            auth = codexauth.RequestsAuth(codex_home)
+            r = session.post(url, auth=auth, timeout=HTTP_TIMEOUT, **kwargs)
+            return Reply(r.status_code, r.json() if r.status_code == 200 else None)
+    if client == "httpx":
+        with httpx.Client(timeout=HTTP_TIMEOUT) as hc:
+            resp = hc.post(url, auth=codexauth.HttpxAuth(codex_home), **kwargs)
+            return Reply(resp.status_code, resp.json() if resp.status_code == 200 else None)
+    assert client == "httpx-async"
+
+    async def go() -> Reply:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as ac:
+            resp = await ac.post(url, auth=codexauth.HttpxAuth(codex_home), **kwargs)
+            return Reply(resp.status_code, resp.json() if resp.status_code == 200 else None)
+
+    return asyncio.run(go())
+
+
+CLIENTS = ["requests", "httpx", "httpx-async"]
+
+# (client, body) pairs; a file-like body exists only for requests.
+BODIES = [
+    ("requests", "bytes"),
+    ("requests", "json"),
+    ("requests", "file"),
+    ("httpx", "bytes"),
+    ("httpx", "json"),
+    ("httpx-async", "bytes"),
+    ("httpx-async", "json"),
+]
+
+
+@pytest.fixture
+def api() -> Iterator[Callable[[Callable[[str | None], bool]], ApiServer]]:
+    """``api(accept)`` starts an ApiServer; every one started is stopped after the test."""
+    servers: list[ApiServer] = []
+
+    def start(accept: Callable[[str | None], bool]) -> ApiServer:
+        server = ApiServer(accept).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__(None, None, None)
+
+
+def stored_tokens(codex_home: Path) -> dict[str, Any]:
+    return dict(json.loads((codex_home / "auth.json").read_bytes())["tokens"])
+
+
+# 401 -> refresh -> one retry ####################################################
+
+
+@pytest.mark.parametrize(("client", "body"), BODIES, ids=[f"{c}-{b}" for c, b in BODIES])
+def test_401_refreshes_once_and_retries_once_with_the_body_intact(
+    codex_home: Path, token_server: TokenServer, api: Any, tmp_path: Path, client: str, body: str
+) -> None:
+    stale = access_token(time.time() + 3600)  # unexpired, but the API no longer takes it
+    write_auth_json(codex_home, access=stale)
+    server = api(newest_issued(token_server))
+    kwargs, expected = _body_kwargs(client, body, tmp_path)
+
+    reply = send(client, server.url, codex_home, **kwargs)
+
+    assert reply.status == 200
+    assert token_server.post_count == 1
+    assert len(server.hits) == 2
+    first, retry = server.hits
+    assert token_server.last_issued is not None
+    new = token_server.last_issued["access_token"]
+    assert (first.bearer_fp, retry.bearer_fp) == (fp(stale), fp(new))
+    assert fp(stored_tokens(codex_home)["access_token"]) == fp(new)
+    if expected is None:
+        assert json.loads(first.body) == JSON_BODY
+        expected = first.body
+    assert (len(first.body), len(retry.body)) == (len(expected), len(expected))
+    assert first.body == expected
+    assert retry.body == expected
+    assert retry.headers.get("content-type") == first.headers.get("content-type")
+    assert retry.headers["chatgpt-account-id"] == "acct-123"
+    assert reply.echo is not None  # the caller got the retry's answer
+    assert reply.echo["bearer"] == fp(new)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_second_401_is_returned_without_a_loop(
+    codex_home: Path, token_server: TokenServer, api: Any, client: str
+) -> None:
+    write_auth_json(codex_home)
+    server = api(reject_all)
+    reply = send(client, server.url, codex_home, json=JSON_BODY)
+    assert reply.status == 401
+    assert len(server.hits) == 2
+    assert token_server.post_count == 1
+    assert server.hits[0].bearer_fp != server.hits[1].bearer_fp  # the retry used the new token
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_expired_token_is_refreshed_before_the_request(
+    codex_home: Path, token_server: TokenServer, api: Any, client: str
+) -> None:
+    write_auth_json(codex_home, access_exp=time.time() - 60)
+    server = api(newest_issued(token_server))
+    reply = send(client, server.url, codex_home, json=JSON_BODY)
+    assert reply.status == 200
+    assert (token_server.post_count, len(server.hits)) == (1, 1)
+
+
+# Headers by mode #################################################################
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_chatgpt_mode_sends_the_account_header(
+    codex_home: Path, token_server: TokenServer, api: Any, client: str
+) -> None:
+    token = access_token(time.time() + 3600)
+    write_auth_json(codex_home, access=token, account_id="acct-777")
+    server = api(current_login(codex_home))
+    reply = send(client, server.url, codex_home, json=JSON_BODY)
+    assert reply.status == 200
+    (hit,) = server.hits
+    assert hit.bearer_fp == fp(token)
+    assert hit.headers["chatgpt-account-id"] == "acct-777"
+    assert token_server.post_count == 0
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_api_key_mode_sends_the_key_and_no_account_header(
+    codex_home: Path, token_server: TokenServer, api: Any, client: str
+) -> None:
+    write_auth_json(codex_home, tokens=False, api_key=API_KEY)
+    server = api(current_login(codex_home))
+    reply = send(client, server.url, codex_home, json=JSON_BODY)
+    assert reply.status == 200
+    (hit,) = server.hits
+    assert hit.bearer_fp == fp(API_KEY)
+    assert "chatgpt-account-id" not in hit.headers
+    assert token_server.post_count == 0
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_api_key_mode_401_is_returned_without_refresh_or_retry(
+    codex_home: Path, token_server: TokenServer, api: Any, client: str
+) -> None:
+    path = write_auth_json(codex_home, tokens=False, api_key=API_KEY)
+    before = fp(path.read_bytes().decode("latin-1"))
+    server = api(reject_all)
+    reply = send(client, server.url, codex_home, json=JSON_BODY)
+    assert reply.status == 401
+    assert len(server.hits) == 1
+    assert token_server.post_count == 0
+    assert fp(path.read_bytes().decode("latin-1")) == before
+
+
+# A peer wrote auth.json meanwhile #################################################
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_401_adopts_a_token_a_peer_already_wrote(
+    codex_home: Path, token_server: TokenServer, api: Any, client: str
+) -> None:
+    write_auth_json(codex_home)
+    accept, peer = peer_writes_first(codex_home, refresh="rt-peer")
+    server = api(accept)
+    reply = send(client, server.url, codex_home, json=JSON_BODY)
+    assert reply.status == 200
+    assert len(server.hits) == 2
+    assert server.hits[1].bearer_fp == fp(peer[0])
+    assert server.hits[1].body == server.hits[0].body
+    assert token_server.post_count == 0
+    assert stored_tokens(codex_home)["refresh_token"] == "rt-peer"
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_401_does_not_adopt_another_accounts_token(
+    codex_home: Path, token_server: TokenServer, api: Any, client: str
+) -> None:
+    write_auth_json(codex_home)
+    accept, peer = peer_writes_first(
+        codex_home,
+        refresh="rt-other",
+        account_id="acct-other",
+        id_tok=id_token(email="other@example.com", account_id="acct-other"),
+    )
+    server = api(accept)
+    reply = send(client, server.url, codex_home, json=JSON_BODY)
+    assert reply.status == 401
+    assert len(server.hits) == 1
+    assert token_server.post_count == 0
+    tokens = stored_tokens(codex_home)  # the other login is left as it was
+    assert (fp(tokens["access_token"]), tokens["refresh_token"]) == (fp(peer[0]), "rt-other")
+
+
+# Imports ##########################################################################
+
+
+def test_import_works_without_httpx_and_httpx_auth_says_why(codex_home: Path) -> None:
+    code = """if True:
+        import sys
+        sys.modules["httpx"] = None  # what an environment without httpx looks like
+        import codexauth
+        codexauth.RequestsAuth
+        codexauth.RequestsAuth()
+        try:
+            codexauth.HttpxAuth()
+        except ImportError as exc:
+            print("ImportError:", exc)
+        else:
+            print("no error")
+    """
+    proc = run_py(code, codex_home=codex_home, timeout=30)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout.startswith("ImportError:")
+    assert "HttpxAuth needs httpx" in proc.stdout  # says what is missing and for what
+
+
+DEPENDENCIES = ("requests", "portalocker", "platformdirs", "httpx")
+SLOW_STDLIB = ("logging", "dataclasses", "typing")  # each would cost a warm `codexauth token`
+FORBIDDEN = (*DEPENDENCIES, *SLOW_STDLIB)
+
+
+def test_import_codexauth_pulls_in_no_dependency_or_heavy_stdlib(codex_home: Path) -> None:
+    # -S: without `site`, nothing (a .pth file, sitecustomize) imports typing & co. first;
+    # site-packages go back on sys.path by hand so that a dependency *could* be imported.
+    paths = [str(REPO_ROOT), *site.getsitepackages(), site.getusersitepackages()]
+    code = f"""if True:
+        import sys
+        sys.path[:0] = {paths!r}
+        forbidden = {FORBIDDEN!r}
+        print(sorted(m for m in forbidden if m in sys.modules))
+        import codexauth
+        print(sorted(m for m in forbidden if m in sys.modules))
+        for name in forbidden:  # each can be imported here, so its absence above means something
+            __import__(name)
+        print(sorted(m for m in forbidden if m in sys.modules) == sorted(forbidden))
+    """
+    proc = run_py(["-S", "-c", code], codex_home=codex_home, timeout=30)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    before, after, all_importable = proc.stdout.splitlines()
+    assert (before, all_importable) == ("[]", "True")
+    assert after == "[]"

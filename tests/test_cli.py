@@ -1,0 +1,568 @@
+"""The `codexauth` command, run as a real process against real files and the loopback
+TokenServer: what each command prints, the exit-code table end to end, that no token ever
+reaches a message or a debug line, and that the warm path stays cheap.
+
+Tokens are compared through fp() only; children's output is scrubbed before any assertion
+can show it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import (
+    UNREACHABLE_TOKEN_URL,
+    TokenServer,
+    access_token,
+    fp,
+    id_token,
+    py_env,
+    write_auth_json,
+)
+
+import codexauth
+
+CLI_TIMEOUT = 30.0
+API_KEY = "sk-test-cli-0123456789"
+
+# Codex's exact words (codex-rs auth), the oracle for exit code 4.
+EXPIRED_MESSAGE = (
+    "Your access token could not be refreshed because your refresh token has expired. "
+    "Please log out and sign in again."
+)
+EXHAUSTED_MESSAGE = (
+    "Your access token could not be refreshed because your refresh token was already used. "
+    "Please log out and sign in again."
+)
+REVOKED_MESSAGE = (
+    "Your access token could not be refreshed because your refresh token was revoked. "
+    "Please log out and sign in again."
+)
+OTHER_MESSAGE = "Your access token could not be refreshed. Please log out and sign in again."
+
+STATUS_KEYS = {
+    "logged_in",
+    "mode",
+    "email",
+    "plan",
+    "account_id",
+    "access_token_expires_at",
+    "access_token_fingerprint",
+    "last_refresh",
+    "refresh_due",
+    "auth_file",
+    "lock_file",
+}
+
+# JWTs, the TokenServer's refresh tokens and API keys: what scrub() hides from diagnostics.
+_SECRET_PATTERN = re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*|\brt-[\w-]+|\bsk-[\w-]+")
+
+
+def scrub(text: str) -> str:
+    """`text` with anything token-shaped replaced, for assertion messages."""
+    return _SECRET_PATTERN.sub(lambda m: f"<secret {fp(m.group())}>", text)
+
+
+class Run:
+    """A finished ``codexauth`` child.
+
+    `out` and `err` are its output with anything token-shaped scrubbed, and its repr shows
+    only those, so a failing assertion on a Run never prints a token; `out_fp` is fp() of
+    the raw stdout.
+    """
+
+    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
+        self.code = proc.returncode
+        self.out = scrub(proc.stdout)
+        self.err = scrub(proc.stderr)
+        self.out_fp = fp(proc.stdout)
+        self._stdout = proc.stdout
+        self._stderr = proc.stderr
+
+    def leaks(self, secrets: list[str], *, stdout: bool = True) -> list[str | None]:
+        """fp() of each secret found in stderr (and stdout), short ones only as whole words."""
+        text = self._stderr + ("\n" + self._stdout if stdout else "")
+
+        def found(secret: str) -> bool:
+            return bool(re.search(rf"(?<![\w-]){re.escape(secret)}(?![\w-])", text))
+
+        return [fp(s) for s in secrets if found(s)]
+
+    def __repr__(self) -> str:
+        return f"Run(exit {self.code}, stdout={self.out!r}, stderr={self.err!r})"
+
+
+def cli(
+    *args: str,
+    codex_home: Path,
+    token_url: str | None = None,
+    env: dict[str, str | None] | None = None,
+    stdin: str = "",
+    python_args: tuple[str, ...] = (),
+) -> Run:
+    """``python -m codexauth ARGS`` in a child that cannot reach the real login or server.
+
+    A timeout fails the test with no traceback: pytest would show this frame's arguments,
+    and `stdin` may hold an API key.
+    """
+    try:
+        proc = subprocess.run(
+            [sys.executable, *python_args, "-m", "codexauth", *args],
+            env=py_env(codex_home, token_url, env),
+            cwd=codex_home.parent,  # not the repo: the child must find codexauth via PYTHONPATH
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"codexauth {scrub(' '.join(args))} ran over {CLI_TIMEOUT:g} s", pytrace=False)
+    return Run(proc)
+
+
+def digest(path: Path) -> str | None:
+    """fp() of a file's bytes, None if absent: compares auth.json without printing it."""
+    return fp(path.read_bytes().decode("latin-1")) if path.exists() else None
+
+
+def stored(codex_home: Path) -> dict[str, Any]:
+    return dict(json.loads((codex_home / "auth.json").read_bytes()))
+
+
+def secrets_of(doc: dict[str, Any]) -> list[str]:
+    """Every secret an auth.json document holds."""
+    tokens = doc.get("tokens") or {}
+    found = [doc.get("OPENAI_API_KEY")]
+    found += [tokens.get(k) for k in ("access_token", "refresh_token", "id_token")]
+    return [s for s in found if s]
+
+
+def epoch(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+def traceback_free_one_liner(stderr: str) -> bool:
+    return "Traceback" not in stderr and stderr.count("\n") == 1 and stderr.endswith("\n")
+
+
+# token, header, refresh #######################################################
+
+
+def test_token_prints_only_the_token(codex_home: Path, token_server: TokenServer) -> None:
+    token = access_token(time.time() + 3600)
+    write_auth_json(codex_home, access=token)
+    run = cli("token", codex_home=codex_home, token_url=token_server.url)
+    assert run.code == 0
+    assert run.out_fp == fp(token + "\n")
+    assert run.err == ""
+    assert token_server.post_count == 0
+
+
+def test_token_json_gives_token_mode_and_expiry(
+    codex_home: Path, token_server: TokenServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exp = int(time.time()) + 3600
+    token = access_token(exp)
+    write_auth_json(codex_home, access=token)
+    assert codexauth.main(["token", "--json"]) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert set(doc) == {"token", "mode", "expires_at"}
+    assert fp(doc["token"]) == fp(token)
+    assert doc["mode"] == "chatgpt"
+    assert epoch(doc["expires_at"]) == exp
+    assert scrub(err) == ""
+
+
+def test_token_json_in_api_key_mode_has_no_expiry(
+    codex_home: Path, token_server: TokenServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_auth_json(codex_home, tokens=False, api_key=API_KEY)
+    assert codexauth.main(["token", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (fp(doc["token"]), doc["mode"], doc["expires_at"]) == (fp(API_KEY), "apikey", None)
+
+
+def test_header_prints_an_authorization_line(
+    codex_home: Path, token_server: TokenServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = access_token(time.time() + 3600)
+    write_auth_json(codex_home, access=token)
+    assert codexauth.main(["header"]) == 0
+    out, err = capsys.readouterr()
+    assert fp(out) == fp(f"Authorization: Bearer {token}\n")
+    assert scrub(err) == ""
+
+
+def test_refresh_forces_exactly_one_post_and_prints_no_token(
+    codex_home: Path, token_server: TokenServer
+) -> None:
+    write_auth_json(codex_home)  # fresh: only `refresh` would make a request
+    before = stored(codex_home)
+    run = cli("refresh", codex_home=codex_home, token_url=token_server.url)
+    assert run.code == 0
+    assert token_server.post_count == 1
+    after = stored(codex_home)
+    assert token_server.last_issued is not None
+    assert fp(after["tokens"]["access_token"]) == fp(token_server.last_issued["access_token"])
+    assert after["tokens"]["refresh_token"] == "rt-1"
+    assert run.out.startswith("Refreshed.")
+    assert run.leaks(secrets_of(before) + secrets_of(after)) == []
+
+
+# status #######################################################################
+
+
+def test_status_human_output(codex_home: Path, token_server: TokenServer) -> None:
+    exp = int(time.time()) + 3600
+    write_auth_json(
+        codex_home,
+        access=access_token(exp),
+        id_tok=id_token(email="ada@example.com", plan="team"),
+        account_id="acct-42",
+    )
+    run = cli("status", codex_home=codex_home, token_url=token_server.url)
+    assert run.code == 0
+    lines = dict(line.split(":", 1) for line in run.out.splitlines())
+    shown = {label: value.strip() for label, value in lines.items()}
+    assert shown["Mode"] == "chatgpt"
+    assert shown["Email"] == "ada@example.com"
+    assert shown["Plan"] == "team"
+    assert shown["Account"] == "acct-42"
+    assert epoch(shown["Token expires"]) == exp
+    assert shown["Refresh due"] == "no"
+    assert shown["auth.json"] == str(codex_home / "auth.json")
+    assert shown["Lock file"] == str(codex_home / "auth.lock")
+    assert run.leaks(secrets_of(stored(codex_home))) == []
+    assert token_server.post_count == 0
+
+
+@pytest.mark.parametrize("due", [False, True], ids=["token-fresh", "token-expiring"])
+def test_status_json_has_the_stable_keys_and_no_token(
+    codex_home: Path, token_server: TokenServer, due: bool
+) -> None:
+    exp = int(time.time()) + (60 if due else 3600)
+    write_auth_json(codex_home, access=access_token(exp), last_refresh="2024-05-06T07:08:09Z")
+    run = cli("status", "--json", codex_home=codex_home, token_url=token_server.url)
+    assert run.code == 0
+    doc = json.loads(run.out)
+    assert set(doc) == STATUS_KEYS
+    assert doc["logged_in"] is True
+    assert (doc["mode"], doc["email"], doc["plan"]) == ("chatgpt", "user@example.com", "pro")
+    assert doc["account_id"] == "acct-123"
+    assert epoch(doc["access_token_expires_at"]) == exp
+    assert epoch(doc["last_refresh"]) == epoch("2024-05-06T07:08:09Z")
+    assert doc["refresh_due"] is due
+    assert isinstance(doc["access_token_fingerprint"], str) and doc["access_token_fingerprint"]
+    assert doc["auth_file"] == str(codex_home / "auth.json")
+    assert doc["lock_file"] == str(codex_home / "auth.lock")
+    assert run.leaks(secrets_of(stored(codex_home))) == []
+    assert token_server.post_count == 0  # status reports; it never refreshes
+
+
+def test_status_json_in_api_key_mode_shows_no_key(
+    codex_home: Path, token_server: TokenServer
+) -> None:
+    write_auth_json(codex_home, tokens=False, api_key=API_KEY)
+    run = cli("status", "--json", codex_home=codex_home, token_url=token_server.url)
+    assert run.code == 0
+    doc = json.loads(run.out)
+    assert set(doc) == STATUS_KEYS
+    assert (doc["logged_in"], doc["mode"], doc["refresh_due"]) == (True, "apikey", False)
+    assert (doc["email"], doc["access_token_fingerprint"]) == (None, None)
+    assert run.leaks([API_KEY]) == []
+
+
+def test_status_when_not_logged_in_exits_3(codex_home: Path) -> None:
+    run = cli("status", codex_home=codex_home)
+    assert run.code == 3
+    output = (run.out + run.err).splitlines()
+    assert len(output) == 1
+    assert "Not logged in" in output[0]
+    assert str(codex_home / "auth.json") in output[0]
+
+    run = cli("status", "--json", codex_home=codex_home)
+    assert run.code == 3
+    doc = json.loads(run.out)
+    assert set(doc) == STATUS_KEYS
+    assert doc["logged_in"] is False
+    assert list(codex_home.iterdir()) == []  # looking creates nothing
+
+
+# logout and login ##############################################################
+
+
+def test_logout_removes_auth_json_then_says_not_logged_in(codex_home: Path) -> None:
+    write_auth_json(codex_home)
+    (codex_home / "config.toml").write_text('model = "o3"\n')
+    run = cli("logout", codex_home=codex_home)
+    assert (run.code, run.out, run.err) == (0, "Logged out.\n", "")
+    assert sorted(p.name for p in codex_home.iterdir()) == ["config.toml"]
+
+    run = cli("logout", codex_home=codex_home)
+    assert (run.code, run.out, run.err) == (0, "Not logged in.\n", "")
+
+
+def test_login_api_key_reads_stdin_then_token_prints_it(codex_home: Path) -> None:
+    write_auth_json(codex_home)  # a ChatGPT login that the key replaces
+    run = cli("login", "--api-key", codex_home=codex_home, stdin=f"{API_KEY}\n")
+    assert run.code == 0
+    assert run.leaks([API_KEY]) == []
+    doc = stored(codex_home)
+    assert fp(doc["OPENAI_API_KEY"]) == fp(API_KEY)
+    assert doc.get("tokens") is None
+    assert (codex_home / "auth.json").stat().st_mode & 0o777 == 0o600
+
+    run = cli("token", codex_home=codex_home)
+    assert run.code == 0
+    assert run.out_fp == fp(API_KEY + "\n")
+
+
+@pytest.mark.parametrize(
+    "stdin",
+    ["", "\n", "   \n", "sk-has a-space\n"],
+    ids=["no-input", "empty-line", "blank-line", "inner-space"],
+)
+def test_login_api_key_rejects_a_bad_key_and_changes_nothing(codex_home: Path, stdin: str) -> None:
+    path = write_auth_json(codex_home)
+    before = digest(path)
+    run = cli("login", "--api-key", codex_home=codex_home, stdin=stdin)
+    assert run.code == 1
+    assert traceback_free_one_liner(run.err)
+    assert run.err.startswith("codexauth: ")
+    assert digest(path) == before
+    assert sorted(p.name for p in codex_home.iterdir()) == ["auth.json"]
+
+
+# --help ########################################################################
+
+HELP_CASES = [
+    (
+        "top-level",
+        [],
+        [
+            *("--codex-home", "--timeout", "--lock-timeout", "--verbose", "--version"),
+            *("token", "header", "refresh", "status", "logout", "login", "demo", "Exit codes"),
+        ],
+    ),
+    ("token", ["token"], ["bearer token", "--json"]),
+    ("header", ["header"], ["Authorization: Bearer"]),
+    ("refresh", ["refresh"], ["peer"]),
+    ("status", ["status"], ["logged in", "--json"]),
+    ("logout", ["logout"], ["delete auth.json"]),
+    ("login", ["login"], ["API key", "--api-key", "stdin"]),
+    ("demo", ["demo"], ["expired login", "-n", "--processes"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "mentions"), [c[1:] for c in HELP_CASES], ids=[c[0] for c in HELP_CASES]
+)
+def test_help_exits_0_and_mentions_every_option(
+    capsys: pytest.CaptureFixture[str], command: list[str], mentions: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        codexauth.main([*command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: codexauth {' '.join(command)}".rstrip())
+    assert [word for word in mentions if word not in out] == []
+
+
+# The exit-code table ###########################################################
+
+# (id, what auth.json holds, what the endpoint does, argv, exit code, text stderr shows)
+EXIT_CASES: list[tuple[str, str, Any, list[str], int, str | None]] = [
+    ("0-fresh-token", "fresh", None, ["token"], 0, None),
+    ("0-expired-refreshed", "expired", None, ["token"], 0, None),
+    ("1-corrupt-auth-json-token", "corrupt", None, ["token"], 1, "auth.json"),
+    ("1-corrupt-auth-json-status", "corrupt", None, ["status"], 1, "auth.json"),
+    ("2-unknown-command", "fresh", None, ["frobnicate"], 2, "invalid choice"),
+    ("2-no-command", "fresh", None, [], 2, "required"),
+    ("2-timeout-not-a-number", "fresh", None, ["--timeout", "abc", "token"], 2, "'abc'"),
+    ("2-timeout-negative", "fresh", None, ["--timeout", "-1", "token"], 2, "'-1'"),
+    ("2-timeout-zero", "fresh", None, ["--timeout", "0", "token"], 2, "'0'"),
+    ("3-no-auth-json-token", "none", None, ["token"], 3, "Not logged in"),
+    ("3-no-auth-json-refresh", "none", None, ["refresh"], 3, "Not logged in"),
+    ("3-api-key-login-refresh", "apikey", None, ["refresh"], 3, "API key"),
+    ("4-expired", "expired", (401, "refresh_token_expired"), ["token"], 4, EXPIRED_MESSAGE),
+    ("4-reused", "expired", (401, "refresh_token_reused"), ["token"], 4, EXHAUSTED_MESSAGE),
+    ("4-revoked", "expired", (401, "refresh_token_invalidated"), ["token"], 4, REVOKED_MESSAGE),
+    ("4-401-unknown-code", "expired", (401, "token_unknown"), ["token"], 4, OTHER_MESSAGE),
+    ("4-refresh-cmd", "fresh", (401, "refresh_token_expired"), ["refresh"], 4, EXPIRED_MESSAGE),
+    ("5-http-500", "expired", (500, "server_error"), ["token"], 5, "500"),
+    ("5-unreachable", "expired", "unreachable", ["token"], 5, "could not reach"),
+    ("5-hung-endpoint", "expired", "hang", ["--timeout", "0.5", "token"], 5, "Failed to refresh"),
+]
+
+
+@pytest.mark.parametrize(
+    ("login", "endpoint", "argv", "code", "message"),
+    [c[1:] for c in EXIT_CASES],
+    ids=[c[0] for c in EXIT_CASES],
+)
+def test_exit_code_table(
+    codex_home: Path,
+    token_server: TokenServer,
+    login: str,
+    endpoint: Any,
+    argv: list[str],
+    code: int,
+    message: str | None,
+) -> None:
+    path = codex_home / "auth.json"
+    if login == "fresh":
+        write_auth_json(codex_home)
+    elif login == "expired":
+        write_auth_json(codex_home, access_exp=time.time() - 60)
+    elif login == "apikey":
+        write_auth_json(codex_home, tokens=False, api_key=API_KEY)
+    elif login == "corrupt":
+        path.write_bytes(b'{"OPENAI_API_KEY": null, "tokens": {"access_')
+    before = digest(path)
+    secrets = secrets_of(stored(codex_home)) if login in ("fresh", "expired", "apikey") else []
+
+    url = token_server.url
+    if endpoint == "unreachable":
+        url = UNREACHABLE_TOKEN_URL
+    elif endpoint == "hang":
+        token_server.hang_until_stopped()
+    elif endpoint is not None:
+        status, error_code = endpoint
+        token_server.fail_next(status, {"error": {"code": error_code, "message": "no"}})
+
+    run = cli(*argv, codex_home=codex_home, token_url=url)
+
+    assert run.code == code
+    assert "Traceback" not in run.err
+    assert run.leaks(secrets, stdout=code != 0) == []  # `token` prints one when it succeeds
+    if code == 0:
+        assert run.err == ""
+    elif code == 2:  # argparse: the usage line, then one error line
+        assert run.err.startswith("usage: codexauth")
+        assert run.err.splitlines()[-1].startswith("codexauth: error: ")
+    else:
+        assert traceback_free_one_liner(run.err)
+        assert run.err.startswith("codexauth: ")
+        assert run.out == ""
+    if message is not None:
+        assert message in run.err
+    if code == 4:  # Codex's words exactly, nothing added
+        assert run.err == f"codexauth: {message}\n"
+    if login == "corrupt":
+        assert str(path) in run.err
+    if code != 0:
+        assert digest(path) == before  # untouched
+
+
+# --verbose #####################################################################
+
+
+def test_verbose_logs_the_refresh_without_any_token(
+    codex_home: Path, token_server: TokenServer
+) -> None:
+    write_auth_json(codex_home, access_exp=time.time() - 60)
+    before = stored(codex_home)
+    run = cli("--verbose", "token", codex_home=codex_home, token_url=token_server.url)
+    assert run.code == 0
+    after = stored(codex_home)
+    assert run.out_fp == fp(after["tokens"]["access_token"] + "\n")
+    assert token_server.post_count == 1
+    log = run.err
+    for event in ("lock taken", "refresh started", "refresh succeeded"):
+        assert event in log
+    assert all(line.startswith("codexauth") for line in log.splitlines())
+    assert token_server.last_issued is not None
+    issued = list(token_server.last_issued.values())
+    assert run.leaks(secrets_of(before) + secrets_of(after) + issued, stdout=False) == []
+
+
+def test_verbose_warm_token_logs_nothing_secret(
+    codex_home: Path, token_server: TokenServer
+) -> None:
+    write_auth_json(codex_home)
+    run = cli("-v", "token", codex_home=codex_home, token_url=token_server.url)
+    assert run.code == 0
+    assert run.leaks(secrets_of(stored(codex_home)), stdout=False) == []
+
+
+# Where auth.json is found #######################################################
+
+
+def test_codex_home_option_overrides_the_environment(
+    codex_home: Path, token_server: TokenServer, tmp_path: Path
+) -> None:
+    env_token = access_token(time.time() + 3600)
+    write_auth_json(codex_home, access=env_token)
+    env_before = digest(codex_home / "auth.json")
+    other = tmp_path / "other-home"
+    other.mkdir()
+    write_auth_json(other, access_exp=time.time() - 60)  # expired: the command refreshes here
+
+    run = cli(
+        "--codex-home", str(other), "token", codex_home=codex_home, token_url=token_server.url
+    )
+    assert run.code == 0
+    assert run.out_fp == fp(stored(other)["tokens"]["access_token"] + "\n")
+    assert run.out_fp != fp(env_token + "\n")
+    assert token_server.post_count == 1
+    assert (other / "auth.lock").exists()
+    assert not (codex_home / "auth.lock").exists()
+    assert digest(codex_home / "auth.json") == env_before
+
+
+def test_default_home_is_dot_codex_under_home(codex_home: Path, token_server: TokenServer) -> None:
+    # The fixture's CODEX_HOME is HOME/.codex; py_env sets HOME to its parent.
+    assert codex_home.name == ".codex"
+    token = access_token(time.time() + 3600)
+    write_auth_json(codex_home, access=token)
+    unset = {"CODEX_HOME": None}
+    run = cli("token", codex_home=codex_home, token_url=token_server.url, env=unset)
+    assert run.code == 0
+    assert run.out_fp == fp(token + "\n")
+    run = cli("status", "--json", codex_home=codex_home, token_url=token_server.url, env=unset)
+    assert json.loads(run.out)["auth_file"] == str(codex_home / "auth.json")
+
+
+# demo and the warm path ###########################################################
+
+
+def test_demo_makes_one_refresh_request(codex_home: Path) -> None:
+    run = cli("demo", "-n", "4", codex_home=codex_home)
+    assert run.code == 0
+    assert re.search(r"refresh requests:\s+1$", run.out, re.M)
+    assert re.search(r"processes:\s+4 \(0 failed\)", run.out)
+    assert list(codex_home.iterdir()) == []  # the demo uses its own temporary login
+
+
+@pytest.mark.parametrize("mode", ["chatgpt", "apikey"])
+def test_warm_token_imports_no_dependency_and_takes_no_lock(
+    codex_home: Path, token_server: TokenServer, mode: str
+) -> None:
+    if mode == "apikey":
+        token = API_KEY
+        write_auth_json(codex_home, tokens=False, api_key=API_KEY)
+    else:
+        token = access_token(time.time() + 3600)
+        write_auth_json(codex_home, access=token)
+    importtime = ("-X", "importtime")
+    run = cli("token", codex_home=codex_home, token_url=token_server.url, python_args=importtime)
+    assert run.code == 0
+    assert run.out_fp == fp(token + "\n")
+    imported = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in run.err.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "json" in imported  # -X importtime did report what codexauth imports
+    assert imported & {"requests", "portalocker", "platformdirs", "urllib3"} == set()
+    assert sorted(p.name for p in codex_home.iterdir()) == ["auth.json"]  # no auth.lock
+    assert token_server.post_count == 0
