@@ -440,6 +440,130 @@ def run_py(
     )
 
 
+# Racing processes #############################################################
+
+# The child side of Racers. It pays for its imports, reports ready on one pipe, then blocks
+# reading the gate pipe: the parent closing its end wakes every child in the same instant.
+_RACER = r"""
+import os, sys
+_ready, _gate = int(sys.argv[1]), int(sys.argv[2])
+def wait_at_barrier():
+    os.write(_ready, b".")
+    os.close(_ready)
+    os.read(_gate, 1)
+    os.close(_gate)
+kind, args = sys.argv[3], sys.argv[4:]
+if kind == "cli":
+    import codexauth, portalocker, requests  # what a refresh imports: paid before the race
+    wait_at_barrier()
+    sys.exit(codexauth.main(args))
+sys.argv = ["-c", *args[1:]]
+namespace = {"__name__": "__main__", "wait_at_barrier": wait_at_barrier}
+exec(compile(args[0], "<racer>", "exec"), namespace)
+"""
+
+
+class Racers:
+    """Child processes that start the race together: each waits at a barrier until release().
+
+    ``spawn(cli_args)`` runs ``codexauth.main(cli_args)`` (the ``codexauth`` command) after
+    importing what a refresh needs; ``spawn(code=..., args=...)`` runs `code` with `args` as
+    ``sys.argv[1:]``, and `code` must call ``wait_at_barrier()`` itself. Use as a context
+    manager: children still running at the end are killed.
+    """
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = dict(env)
+        self.procs: list[subprocess.Popen[str]] = []
+        self._ready_r, self._ready_w = os.pipe()
+        self._gate_r, self._gate_w = os.pipe()
+        self._open = {self._ready_r, self._ready_w, self._gate_r, self._gate_w}
+        self._ready_count = 0
+
+    def spawn(
+        self, cli_args: Sequence[str] = (), *, code: str | None = None, args: Sequence[str] = ()
+    ) -> subprocess.Popen[str]:
+        assert self._ready_w in self._open, "spawn() after wait_ready()"
+        kind = ["cli", *cli_args] if code is None else ["code", code, *args]
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _RACER, str(self._ready_w), str(self._gate_r), *kind],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            pass_fds=(self._ready_w, self._gate_r),
+        )
+        self.procs.append(proc)
+        return proc
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until every child is at the barrier (release() does this too)."""
+        import select
+
+        self._close(self._ready_w)  # now EOF on the ready pipe means every child is gone
+        self._close(self._gate_r)
+        deadline = time.monotonic() + timeout
+        ready = self._ready_count
+        while ready < len(self.procs):
+            readable, _, _ = select.select([self._ready_r], [], [], 0.05)
+            chunk = os.read(self._ready_r, 64) if readable else b""
+            ready += len(chunk)
+            # No child leaves the barrier before release: an exit here is a crash.
+            crashed = any(proc.poll() is not None for proc in self.procs)
+            if crashed or (not chunk and time.monotonic() > deadline):
+                self.kill()
+                errors = [p.stderr.read()[-300:] for p in self.procs if p.stderr]
+                raise AssertionError(f"{ready}/{len(self.procs)} racers got ready: {errors}")
+        self._ready_count = ready
+
+    def release(self, ready_timeout: float = 60.0) -> float:
+        """Wait until every child is at the barrier, then open it; returns time.monotonic()."""
+        self.wait_ready(ready_timeout)
+        released = time.monotonic()
+        self._close(self._gate_w)
+        return released
+
+    def finish(self, timeout: float = 60.0) -> list[subprocess.CompletedProcess[str]]:
+        """Every child's exit code and output, in spawn order; all are killed if one overruns."""
+        deadline = time.monotonic() + timeout
+        results = []
+        for proc in self.procs:
+            try:
+                out, err = proc.communicate(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise AssertionError(f"racers still running after {timeout} s") from None
+            results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+        return results
+
+    def kill(self) -> None:
+        """SIGKILL every child still running and reap it."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+
+    def _close(self, fd: int) -> None:
+        if fd in self._open:
+            self._open.discard(fd)
+            os.close(fd)
+
+    def __enter__(self) -> Racers:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.kill()
+        for fd in list(self._open):
+            self._close(fd)
+        for proc in self.procs:
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
 # CLI ##########################################################################
 
 
