@@ -92,7 +92,8 @@ def test_status_json_keys_are_the_documented_ones(tmp_path: Path) -> None:
 
 
 def test_exit_code_table_matches_the_cli() -> None:
-    rows = re.findall(r"^([0-5])\s{5}", README, flags=re.M)
+    table = README.split("Exit codes:", 1)[1].split("Messages go to standard error", 1)[0]
+    rows = re.findall(r"^([0-9])\s{5}", table, flags=re.M)
     assert rows == ["0", "1", "2", "3", "4", "5"]
     assert codexauth._exit_code(codexauth.NotLoggedInError("x")) == 3
     permanent = codexauth.PermanentRefreshError(codexauth.RefreshTokenFailedReason.EXHAUSTED)
