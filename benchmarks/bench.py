@@ -14,8 +14,9 @@ One invocation measures, and prints as a plain-text table:
    lockless refresher (read, POST with urllib, truncate-then-write), and against N
    processes that only read a fresh token.
 
-Stdlib only, plus tests/support.py's loopback TokenServer: no request leaves 127.0.0.1.
-Children print a fingerprint of the token they got, never the token.
+Stdlib only, plus tests/support.py's loopback TokenServer (no request leaves 127.0.0.1)
+and its Racers, which release racing children together. Children print a fingerprint
+of the token they got, never the token.
 
 Children get a private PYTHONPYCACHEPREFIX, so that every module runs from cached
 bytecode as it would from an installed package, even where PYTHONDONTWRITEBYTECODE is set.
@@ -28,7 +29,6 @@ import contextlib
 import os
 import platform
 import re
-import select
 import shutil
 import site
 import statistics
@@ -47,7 +47,7 @@ sys.path[:0] = [str(REPO_ROOT), str(TESTS_DIR)]  # the working tree wins over an
 
 # These imports need the sys.path line above.
 import support  # noqa: E402
-from support import TokenServer, access_token, fp, py_env, write_auth_json  # noqa: E402
+from support import Racers, TokenServer, access_token, fp, py_env, write_auth_json  # noqa: E402
 
 import codexauth  # noqa: E402
 
@@ -69,17 +69,11 @@ TARGET_SCALE_RATIO = 1.5
 
 # Child processes ###############################################################
 
-# Prepended to every racing child: READY and GATE are pipe fds from the parent. A child
-# reports ready, then blocks on the gate until the parent closes its end, which wakes
-# every child in the same instant.
-_BARRIER = """\
+# Prepended to every racing child, which runs as support.Racers' `code`: Racers provides
+# wait_at_barrier(), which reports ready, then blocks until the parent opens the gate,
+# waking every child in the same instant.
+_PRELUDE = """\
 import os, sys, time, hashlib
-READY, GATE = int(sys.argv[1]), int(sys.argv[2])
-def wait_at_barrier():
-    os.write(READY, b".")
-    os.close(READY)
-    os.read(GATE, 1)
-    os.close(GATE)
 def report(token):
     done = time.time()
     digest = hashlib.sha256(token.encode("utf-8")).hexdigest()[:12]
@@ -161,92 +155,19 @@ def child_env(codex_home: Path, token_url: str, pyc_dir: str, *, no_site: bool =
     return env
 
 
-class Race:
-    """Child processes that start together: each blocks at a barrier until release()."""
-
-    def __init__(self, env: dict) -> None:
-        self.env = env
-        self.procs: list[subprocess.Popen[str]] = []
-        self.ready_r, self.ready_w = os.pipe()
-        self.gate_r, self.gate_w = os.pipe()
-        self.open_fds = {self.ready_r, self.ready_w, self.gate_r, self.gate_w}
-        self.started = time.monotonic()
-
-    def spawn(self, script: str) -> None:
-        argv = [sys.executable, "-c", _BARRIER + script, str(self.ready_w), str(self.gate_r)]
-        self.procs.append(
-            subprocess.Popen(
-                argv,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                pass_fds=(self.ready_w, self.gate_r),
-            )
-        )
-
-    def release(self) -> float:
-        """Wait until every child is at the barrier, open it; returns time.monotonic()."""
-        self._close(self.ready_w)
-        self._close(self.gate_r)
-        deadline = time.monotonic() + CHILD_TIMEOUT
-        ready = 0
-        while ready < len(self.procs):
-            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
-                raise RuntimeError(f"only {ready}/{len(self.procs)} children got ready")
-            readable, _, _ = select.select([self.ready_r], [], [], 0.05)
-            if readable:
-                ready += len(os.read(self.ready_r, 256))
-        released = time.monotonic()
-        self._close(self.gate_w)
-        return released
-
-    def finish(self) -> list[tuple[int, str, str]]:
-        """(exit code, stdout, stderr) per child; every child is killed on overrun."""
-        deadline = time.monotonic() + CHILD_TIMEOUT
-        results = []
-        for proc in self.procs:
-            try:
-                out, err = proc.communicate(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise RuntimeError(f"children still running after {CHILD_TIMEOUT} s") from None
-            results.append((proc.returncode, out, err))
-        return results
-
-    def kill(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-        for proc in self.procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.communicate(timeout=10)
-
-    def _close(self, fd: int) -> None:
-        if fd in self.open_fds:
-            self.open_fds.discard(fd)
-            os.close(fd)
-
-    def __enter__(self) -> Race:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.kill()
-        for fd in list(self.open_fds):
-            self._close(fd)
-
-
 class Outcome:
     """What one race produced: times, fingerprints and failures, never a token."""
 
-    def __init__(self, results: list[tuple[int, str, str]], wall: float, after: float) -> None:
+    def __init__(
+        self, results: Sequence[subprocess.CompletedProcess[str]], wall: float, after: float
+    ) -> None:
         self.wall = wall  # first spawn to last exit
         self.after = after  # release to last exit
         self.done: list[float] = []
         self.fps: list[str] = []
         self.failures: Counter[str] = Counter()
-        for code, out, err in results:
+        for result in results:
+            code, out, err = result.returncode, result.stdout, result.stderr
             words = out.split()
             if code == 0 and len(words) == 3 and words[0] == "OK":
                 self.done.append(float(words[1]))
@@ -267,13 +188,15 @@ class Outcome:
 
 
 def race(env: dict, scripts: Sequence[str]) -> Outcome:
-    with Race(env) as r:
+    """Run `scripts` as children released together; every wait is bounded by CHILD_TIMEOUT."""
+    with Racers(env) as racers:
+        started = time.monotonic()
         for script in scripts:
-            r.spawn(script)
-        released = r.release()
-        results = r.finish()
+            racers.spawn(code=_PRELUDE + script)
+        released = racers.release(ready_timeout=CHILD_TIMEOUT)
+        results = racers.finish(timeout=CHILD_TIMEOUT)
         end = time.monotonic()
-    return Outcome(results, end - r.started, end - released)
+    return Outcome(results, end - started, end - released)
 
 
 # Helpers #######################################################################

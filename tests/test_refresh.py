@@ -170,6 +170,18 @@ def codex_ctx(codex_home: Path, token_server: TokenServer) -> Iterator[tuple[Cod
     yield auth, load(codex_home).last_refresh or initial_last_refresh
 
 
+def assert_initial_login_kept(
+    codex_home: Path, initial_last_refresh: datetime, before: bytes
+) -> None:
+    """A failed refresh left codex_ctx's login in auth.json as it was, byte for byte."""
+    stored = load(codex_home)
+    assert stored.tokens is not None
+    assert fp(stored.tokens.access_token) == fp(INITIAL_ACCESS_TOKEN)
+    assert fp(stored.tokens.refresh_token) == fp(INITIAL_REFRESH_TOKEN)
+    assert stored.last_refresh == initial_last_refresh
+    assert digest((codex_home / "auth.json").read_bytes()) == digest(before)
+
+
 def test_refresh_token_succeeds_updates_storage(
     codex_home: Path, token_server: TokenServer, codex_ctx: tuple[CodexAuth, datetime]
 ) -> None:
@@ -203,12 +215,7 @@ def test_refresh_token_returns_permanent_error_for_expired_refresh_token(
 
     assert info.value.failed_reason() is RefreshTokenFailedReason.EXPIRED
     assert isinstance(info.value, PermanentRefreshError)
-    stored = load(codex_home)
-    assert stored.tokens is not None
-    assert fp(stored.tokens.access_token) == fp(INITIAL_ACCESS_TOKEN)
-    assert fp(stored.tokens.refresh_token) == fp(INITIAL_REFRESH_TOKEN)
-    assert stored.last_refresh == initial_last_refresh
-    assert digest((codex_home / "auth.json").read_bytes()) == digest(before)
+    assert_initial_login_kept(codex_home, initial_last_refresh, before)
     assert token_server.post_count == 1
 
 
@@ -224,12 +231,7 @@ def test_refresh_token_returns_transient_error_on_server_failure(
 
     assert isinstance(info.value, TransientRefreshError)
     assert info.value.failed_reason() is None
-    stored = load(codex_home)
-    assert stored.tokens is not None
-    assert fp(stored.tokens.access_token) == fp(INITIAL_ACCESS_TOKEN)
-    assert fp(stored.tokens.refresh_token) == fp(INITIAL_REFRESH_TOKEN)
-    assert stored.last_refresh == initial_last_refresh
-    assert digest((codex_home / "auth.json").read_bytes()) == digest(before)
+    assert_initial_login_kept(codex_home, initial_last_refresh, before)
     assert token_server.post_count == 1
 
 

@@ -287,6 +287,25 @@ def test_refresh_writes_through_a_symlinked_auth_json(
 
 # Planted symlinks at the sidecars #############################################
 
+PRECIOUS = b"precious\n"
+
+
+def plant_symlink(link: Path, tmp_path: Path, dangling: bool) -> tuple[Path, Path]:
+    """Plant `link` -> tmp_path/victim.txt, which holds PRECIOUS unless `dangling`."""
+    victim = tmp_path / "victim.txt"
+    if not dangling:
+        victim.write_bytes(PRECIOUS)
+    link.symlink_to(victim)
+    return link, victim
+
+
+def assert_victim_untouched(victim: Path, dangling: bool) -> None:
+    """Nothing was written through the link: a dangling one's target still does not exist."""
+    if dangling:
+        assert not victim.exists()
+    else:
+        assert victim.read_bytes() == PRECIOUS
+
 
 @pytest.mark.parametrize("dangling", [False, True], ids=["to-existing-file", "dangling"])
 def test_planted_symlink_at_lock_is_refused_not_followed(
@@ -298,11 +317,7 @@ def test_planted_symlink_at_lock_is_refused_not_followed(
 ) -> None:
     path = auth_json(access_exp=time.time() - 60)
     before = path.read_bytes()
-    victim = tmp_path / "victim.txt"
-    if not dangling:
-        victim.write_bytes(b"precious\n")
-    lock = codex_home / "auth.lock"
-    lock.symlink_to(victim)
+    lock, victim = plant_symlink(codex_home / "auth.lock", tmp_path, dangling)
 
     with pytest.raises(AuthFileError) as info:
         CodexAuth(codex_home).get_token()
@@ -310,10 +325,7 @@ def test_planted_symlink_at_lock_is_refused_not_followed(
     message = str(info.value)
     assert message.startswith(f"{lock}: ")
     assert "\n" not in message
-    if dangling:
-        assert not victim.exists()
-    else:
-        assert victim.read_bytes() == b"precious\n"
+    assert_victim_untouched(victim, dangling)
     assert lock.is_symlink() and os.readlink(lock) == str(victim)
     assert digest(path.read_bytes()) == digest(before)
     assert token_server.post_count == 0  # the refresh token was not spent
@@ -329,21 +341,14 @@ def test_planted_symlink_at_state_file_is_replaced_not_followed(
 ) -> None:
     path = auth_json(access_exp=time.time() - 60)
     before = path.read_bytes()
-    victim = tmp_path / "victim.txt"
-    if not dangling:
-        victim.write_bytes(b"precious\n")
-    state = codex_home / "codexauth-state.json"
-    state.symlink_to(victim)
+    state, victim = plant_symlink(codex_home / "codexauth-state.json", tmp_path, dangling)
     token_server.fail_next(500, {"error": {"code": "server_error"}})
 
     with pytest.raises(codexauth.TransientRefreshError):
         CodexAuth(codex_home).get_token()
 
     assert token_server.post_count == 1
-    if dangling:
-        assert not victim.exists()
-    else:
-        assert victim.read_bytes() == b"precious\n"
+    assert_victim_untouched(victim, dangling)
     assert not state.is_symlink()
     assert mode_of(state) == 0o600
     assert json.loads(state.read_bytes())["reason"] is None
