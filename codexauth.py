@@ -751,12 +751,13 @@ class _FailureState:
 
 def _read_state(path: str) -> _FailureState | None:
     """The sidecar state; anything unreadable counts as none."""
+    # O_NONBLOCK: a FIFO planted at the path must not hang us.
+    flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY | getattr(os, "O_NONBLOCK", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY)
+        with os.fdopen(os.open(path, flags), "rb") as f:
+            data = f.read(4096)
     except OSError:
         return None
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(4096)
     try:
         raw = json.loads(data)
         reason = raw["reason"]
@@ -1259,7 +1260,8 @@ class CodexAuth:
         snapshot = self._load(force=True)
         tokens = snapshot.auth.tokens if snapshot is not None else None
         if snapshot is None or tokens is None or tokens.refresh_token != used_refresh_token:
-            # A lockless peer logged in anew while we refreshed: its login wins.
+            # A lockless peer logged in anew while we refreshed: its login stays in
+            # the file; this call still returns the token it was just given.
             _log(_WARNING, "auth.json changed during the refresh; keeping the newer login")
             return fields.get("access_token") or self.get_token()
         refreshed = TokenData(

@@ -359,6 +359,21 @@ def test_planted_symlink_at_state_file_is_replaced_not_followed(
     assert token_server.post_count == 1
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_fifo_planted_at_state_file_does_not_hang_a_refresh(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    auth_json(access_exp=time.time() - 60)
+    os.mkfifo(codex_home / "codexauth-state.json")
+
+    # In a child with a timeout: opening a FIFO for reading would block forever.
+    result = run_py(["-m", "codexauth", "token"], codex_home=codex_home, timeout=30)
+
+    assert result.returncode == 0
+    assert fp(result.stdout.strip()) == fp(token_server.last_issued["access_token"])
+    assert token_server.post_count == 1
+
+
 # logout and API-key login #####################################################
 
 
