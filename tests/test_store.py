@@ -808,3 +808,23 @@ def test_long_lived_reader_never_returns_a_stale_token(
     finally:
         stop_child(writer)
     assert token_server.post_count == 0
+
+
+@pytest.mark.parametrize(
+    ("ctime_age", "trusted"),
+    [(0.0, False), (0.5, False), (1.5, True), (3600.0, True)],
+    ids=["just-written", "inside-window", "past-window", "an-hour-old"],
+)
+def test_stat_cache_trusts_only_files_older_than_the_racy_window(
+    ctime_age: float, trusted: bool
+) -> None:
+    # Kernels with coarse timestamps give two writes in one tick the same mtime and
+    # ctime; this one does not, so the rule is checked on the snapshot it guards.
+    ctime_ns = time.time_ns() - int(ctime_age * 1e9)
+    seconds = ctime_ns // 10**9
+    # (mode, ino, dev, nlink, uid, gid, size, 3 int times, 3 float times, 3 ns times)
+    fields = (0o100600, 1, 1, 1, 0, 0, 100, *[seconds] * 3, *[ctime_ns / 1e9] * 3)
+    st = os.stat_result((*fields, *[ctime_ns] * 3))
+    assert st.st_ctime_ns == ctime_ns
+    snapshot = codexauth._Snapshot(AuthDotJson(openai_api_key="k"), st)
+    assert snapshot.trusted is trusted
