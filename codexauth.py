@@ -149,6 +149,9 @@ class AuthFileError(CodexAuthError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self) -> tuple[Any, ...]:  # survive pickling into a worker pool's parent
+        return (type(self), (self.path, self.problem))
+
 
 class RefreshTokenFailedReason(enum.Enum):
     """Why a refresh failed for good, as the Codex CLI names it."""
@@ -173,6 +176,9 @@ class PermanentRefreshError(RefreshTokenError):
     def __init__(self, reason: RefreshTokenFailedReason) -> None:
         self.reason = reason
         super().__init__(PERMANENT_MESSAGES[reason])
+
+    def __reduce__(self) -> tuple[Any, ...]:  # survive pickling into a worker pool's parent
+        return (type(self), (self.reason,))
 
     def failed_reason(self) -> RefreshTokenFailedReason | None:
         return self.reason

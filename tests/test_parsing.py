@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import pickle
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -816,3 +817,24 @@ def test_property_strategies_reach_both_outcomes(property_home: Path) -> None:
 
     count()
     assert ok > 0 and bad > 0
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        codexauth.CodexAuthError("plain"),
+        codexauth.NotLoggedInError("no login"),
+        codexauth.AuthFileError("/home/u/.codex/auth.json", "not valid JSON"),
+        codexauth.PermanentRefreshError(codexauth.RefreshTokenFailedReason.EXHAUSTED),
+        codexauth.TransientRefreshError("Failed to refresh token: HTTP 500"),
+        codexauth.LockTimeoutError("gave up"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_errors_survive_pickling_as_a_worker_pool_sends_them(error: Exception) -> None:
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+    assert vars(copy) == vars(error)
+    if isinstance(error, codexauth.RefreshTokenError):
+        assert copy.failed_reason() == error.failed_reason()
