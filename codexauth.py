@@ -1643,6 +1643,11 @@ def main(argv: list[str] | None = None) -> int:
         return _exit_code(exc)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`codexauth token | head -c0`): exit quietly, and
+        # keep the interpreter's final flush from printing a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
 
 
 def _run(args: Any) -> int:

@@ -9,6 +9,7 @@ can show it.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -164,6 +165,27 @@ def test_token_prints_only_the_token(codex_home: Path, token_server: TokenServer
     assert run.out_fp == fp(token + "\n")
     assert run.err == ""
     assert token_server.post_count == 0
+
+
+@pytest.mark.parametrize("command", ["token", "header", "status"])
+def test_a_closed_stdout_pipe_ends_quietly(codex_home: Path, command: str) -> None:
+    write_auth_json(codex_home)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `codexauth token | head -c0`: nobody reads
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "codexauth", command],
+            env=py_env(codex_home),
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 1
+    assert result.stderr == ""  # no BrokenPipeError traceback
 
 
 def test_token_json_gives_token_mode_and_expiry(
