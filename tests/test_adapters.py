@@ -415,7 +415,7 @@ def test_401_adopts_a_token_a_peer_already_wrote(
     assert server.hits[1].bearer_fp == fp(peer[0])
     assert server.hits[1].body == server.hits[0].body
     assert token_server.post_count == 0
-    assert stored_tokens(codex_home)["refresh_token"] == "rt-peer"
+    assert fp(stored_tokens(codex_home)["refresh_token"]) == fp("rt-peer")
 
 
 @pytest.mark.parametrize("client", CLIENTS)

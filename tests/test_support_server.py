@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from support import TESTS_DIR, TokenServer, access_token, make_jwt, run_py
+from support import TESTS_DIR, TokenServer, access_token, fp, make_jwt, run_py
 
 TIMEOUT = 5.0
 
@@ -56,7 +56,7 @@ def test_first_use_rotates_and_second_use_is_reused(token_server: TokenServer) -
     status, body = post(token_server.url, "rt-0")
     assert status == 200
     assert set(body) == {"access_token", "refresh_token", "id_token"}
-    assert body["refresh_token"] == "rt-1"
+    assert fp(body["refresh_token"]) == fp("rt-1")
     assert claims(body["access_token"])["exp"] > time.time() + 3000
 
     status, again = post(token_server.url, "rt-0")
@@ -138,7 +138,7 @@ def test_auth_json_is_written_in_codex_format(auth_json: Callable[..., Path]) ->
     doc = json.loads(path.read_text())
     assert list(doc) == ["OPENAI_API_KEY", "tokens", "last_refresh", "auth_mode"]
     assert list(doc["tokens"]) == ["id_token", "access_token", "refresh_token", "account_id"]
-    assert doc["tokens"]["refresh_token"] == "rt-7"
+    assert fp(doc["tokens"]["refresh_token"]) == fp("rt-7")
     assert doc["last_refresh"].endswith("Z")
     assert path.read_text().startswith('{\n  "OPENAI_API_KEY": null,')
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
