@@ -1543,9 +1543,24 @@ def _print_status(info: dict[str, Any]) -> None:
     ]
     for key, label in labels:
         value = info[key]
-        if value is not None:
-            shown = ("yes" if value else "no") if isinstance(value, bool) else value
-            print(f"{label + ':':<19}{shown}")
+        if value is None:
+            continue
+        shown = ("yes" if value else "no") if isinstance(value, bool) else value
+        if key in ("access_token_expires_at", "last_refresh"):
+            shown = f"{value} ({_relative(_parse_rfc3339(value).timestamp() - time.time())})"
+        print(f"{label + ':':<19}{shown}")
+
+
+def _relative(seconds: float) -> str:
+    """'in 4 min' or '2 h ago', for people reading a timestamp."""
+    span = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if span >= size:
+            amount = f"{span // size:.0f} {unit}"
+            break
+    else:
+        amount = f"{span:.0f} s"
+    return f"in {amount}" if seconds >= 0 else f"{amount} ago"
 
 
 _GLOBAL_DEFAULTS: dict[str, Any] = {

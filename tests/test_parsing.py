@@ -838,3 +838,19 @@ def test_errors_survive_pickling_as_a_worker_pool_sends_them(error: Exception) -
     assert vars(copy) == vars(error)
     if isinstance(error, codexauth.RefreshTokenError):
         assert copy.failed_reason() == error.failed_reason()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        (0, "in 0 s"),
+        (59, "in 59 s"),
+        (200, "in 3 min"),
+        (3 * 3600 + 5, "in 3 h"),
+        (-90, "1 min ago"),
+        (-86400 * 2.5, "2 d ago"),
+    ],
+    ids=["now", "seconds", "minutes", "hours", "a-minute-ago", "days-ago"],
+)
+def test_status_shows_times_relative_to_now(seconds: float, expected: str) -> None:
+    assert codexauth._relative(seconds) == expected
