@@ -259,7 +259,10 @@ def test_status_human_output(codex_home: Path, token_server: TokenServer) -> Non
     assert shown["Email"] == "ada@example.com"
     assert shown["Plan"] == "team"
     assert shown["Account"] == "acct-42"
-    assert epoch(shown["Token expires"]) == exp
+    expires, relative = shown["Token expires"].split(" ", 1)
+    assert epoch(expires) == exp
+    assert relative in ("(in 59 min)", "(in 1 h)")
+    assert shown["Last refresh"].endswith(" (1 d ago)")
     assert shown["Refresh due"] == "no"
     assert shown["auth.json"] == str(codex_home / "auth.json")
     assert shown["Lock file"] == str(codex_home / "auth.lock")
