@@ -93,6 +93,10 @@ REFRESH_WINDOW = 5 * 60.0
 # Tokens without a readable `exp` are refreshed after this long, as Codex does.
 REFRESH_INTERVAL = 8 * 24 * 3600.0
 
+# Inside the refresh window, a token with more than this left is handed out at
+# once when a peer holds the refresh lock, rather than waiting for its result.
+NO_WAIT_MARGIN = 60.0
+
 # Seconds for the whole refresh request (connect + answer), and for waiting on
 # a peer's refresh; the wait must outlast one peer's request.
 DEFAULT_TIMEOUT = 30.0
@@ -1129,13 +1133,17 @@ class CodexAuth:
         freshness = self._freshness(snapshot)
         if freshness is _Freshness.FRESH:
             return auth.tokens.access_token
+        # A token with time to spare is not worth queueing behind a peer's refresh.
+        left = (snapshot.access_exp or 0.0) - self._now()
+        wait = freshness is not _Freshness.EXPIRING or left <= NO_WAIT_MARGIN
         try:
-            return self._refresh(auth.tokens, force=False)
+            return self._refresh(auth.tokens, force=False, wait=wait)
         except TransientRefreshError as exc:
             if freshness is not _Freshness.EXPIRING:
                 raise
-            # Proactive refresh failed but the token still works: use it.
-            _log(_WARNING, "refresh failed, using the still-valid access token: %s", exc)
+            # Proactive refresh failed or is busy elsewhere, but the token still works.
+            level = _DEBUG if isinstance(exc, LockTimeoutError) else _WARNING
+            _log(level, "refresh not done, using the still-valid access token: %s", exc)
             return auth.tokens.access_token
 
     def refresh_token(self) -> str:
@@ -1167,11 +1175,12 @@ class CodexAuth:
 
     # The single-flight protocol.
 
-    def _refresh(self, start: TokenData, *, force: bool) -> str:
+    def _refresh(self, start: TokenData, *, force: bool, wait: bool = True) -> str:
         """stale -> lock -> re-read -> adopt or POST -> write -> unlock.
 
         `start` is the snapshot the caller found stale.  Any token written
         since (its refresh token differs) is adopted without a request.
+        Without `wait`, a lock held by a peer raises LockTimeoutError at once.
         """
         url = os.environ.get(REFRESH_TOKEN_URL_OVERRIDE_ENV_VAR) or REFRESH_TOKEN_URL
         _check_refresh_url(url)
@@ -1197,7 +1206,7 @@ class CodexAuth:
 
         lock = _RefreshLock(os.path.join(sidecar, LOCK_FILE_NAME))
         waited = time.monotonic()
-        if not lock.acquire(self.lock_timeout, peer_refreshed):
+        if not lock.acquire(self.lock_timeout if wait else 0.0, peer_refreshed):
             _log(_DEBUG, "refresh adopted from a peer after %.0f ms", _ms_since(waited))
             return adopted[0]
         try:

@@ -29,6 +29,7 @@ import pytest
 from support import (
     UNREACHABLE_TOKEN_URL,
     TokenServer,
+    access_token,
     fp,
     id_token,
     make_jwt,
@@ -871,4 +872,44 @@ def test_recover_unauthorized_gives_up_when_the_login_changed(
         path.unlink()
 
     assert auth.recover_unauthorized(rejected) is None
+    assert token_server.post_count == 0
+
+
+@pytest.mark.skipif(os.name != "posix", reason="holds the lock with flock(2)")
+@pytest.mark.parametrize(
+    ("seconds_left", "waits"),
+    [(200, False), (30, True)],
+    ids=["time-to-spare-goes-ahead", "nearly-expired-waits-for-the-peer"],
+)
+def test_expiring_token_waits_on_a_busy_peer_only_when_nearly_expired(
+    codex_home: Path, token_server: TokenServer, seconds_left: float, waits: bool
+) -> None:
+    import fcntl
+
+    old_access = access_token(time.time() + seconds_left, seq="old")
+    write_auth_json(codex_home, access=old_access, refresh="rt-0")
+    # A peer is mid-refresh: it holds auth.lock.
+    lock_fd = os.open(codex_home / "auth.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    got: list[str] = []
+    caller = threading.Thread(
+        target=lambda: got.append(CodexAuth(codex_home, lock_timeout=60).get_token()),
+        daemon=True,
+    )
+    try:
+        caller.start()
+        if not waits:
+            caller.join(timeout=20)  # hang guard: waiting would take the whole 60 s
+            assert not caller.is_alive()
+            assert [fp(token) for token in got] == [fp(old_access)]
+            assert token_server.post_count == 0
+            return
+        caller.join(timeout=1)
+        assert caller.is_alive()  # queued behind the peer
+        peer_access = access_token(time.time() + 3600, seq="peer")
+        write_auth_json(codex_home, access=peer_access, refresh="rt-peer")
+    finally:
+        os.close(lock_fd)  # the peer is done
+    caller.join(timeout=20)
+    assert [fp(token) for token in got] == [fp(peer_access)]
     assert token_server.post_count == 0
