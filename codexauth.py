@@ -952,6 +952,9 @@ def _post_refresh(
         )
         # A server dripping bytes defeats per-read timeouts: at the deadline
         # the socket is shut down, which ends any read still blocked on it.
+        # (Headers get only the per-read timeout: before post() returns there
+        # is no socket to shut, and walking away from a request that may still
+        # succeed would free the lock for a peer to reuse the refresh token.)
         watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), _abort, (response,))
         watchdog.daemon = True
         watchdog.start()
