@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import AsyncGenerator, Callable, Generator, Mapping
-    from typing import IO, Any, Union
+    from typing import Any, Union
 
     import httpx
     import requests
@@ -60,6 +60,7 @@ __all__ = [
     "RequestsAuth",
     "TokenData",
     "TransientRefreshError",
+    "UnsupportedAuthModeError",
     "find_codex_home",
     "get_token",
     "load_auth_dot_json",
@@ -86,6 +87,9 @@ AUTH_FILE_NAME = "auth.json"
 LOCK_FILE_NAME = "auth.lock"
 # Failure memory shared between processes; never stored inside auth.json.
 STATE_FILE_NAME = "codexauth-state.json"
+# A complete copy of the next auth.json, kept until an in-place write of it is
+# durable: whoever finds it beside an older or torn auth.json finishes the write.
+PENDING_FILE_NAME = "codexauth-pending.json"
 
 # Refresh when the access token expires within this window, so that a request
 # started now does not meet an expired token mid-flight.
@@ -105,9 +109,17 @@ DEFAULT_LOCK_TIMEOUT = 60.0
 # After a transient failure nobody retries the same refresh token for this
 # long: a failing endpoint must not be hit once per waiting process.
 TRANSIENT_BACKOFF = 5.0
-# After `refresh_token_reused`, how long to watch auth.json for a peer that
-# refreshes without our lock (the Codex CLI) to write its new tokens.
-REUSE_GRACE = 1.0
+# After `refresh_token_reused`, how long to watch auth.json, holding no lock,
+# for a peer that refreshes without our lock (the Codex CLI) to write its new
+# tokens.  Its answer reached the server before ours, so this covers the rest of
+# its round trip and its write (which waits for auth.lock); the Codex CLI 0.171
+# took 15-40 ms for that here, a slow link takes seconds.  Only a login that is
+# really dead pays this wait before "sign in again".
+REUSE_GRACE = 5.0
+# A local clock off by more than this from the token issuer's (measured from a
+# new token's `iat`) is corrected for in the refresh rule: a clock hours ahead
+# would otherwise find every new token expired and refresh on every call.
+CLOCK_SKEW_TOLERANCE = 60.0
 
 # The Codex CLI rewrites auth.json by truncate-then-write; a reader that finds
 # half a file retries for this long before calling it corrupt.
@@ -177,12 +189,12 @@ class RefreshTokenError(CodexAuthError):
 class PermanentRefreshError(RefreshTokenError):
     """The login is dead: retrying cannot help, the user must sign in again."""
 
-    def __init__(self, reason: RefreshTokenFailedReason) -> None:
+    def __init__(self, reason: RefreshTokenFailedReason, message: str | None = None) -> None:
         self.reason = reason
-        super().__init__(PERMANENT_MESSAGES[reason])
+        super().__init__(message or PERMANENT_MESSAGES[reason])
 
     def __reduce__(self) -> tuple[Any, ...]:  # survive pickling into a worker pool's parent
-        return (type(self), (self.reason,))
+        return (type(self), (self.reason, str(self)))
 
     def failed_reason(self) -> RefreshTokenFailedReason | None:
         return self.reason
@@ -196,6 +208,23 @@ class LockTimeoutError(TransientRefreshError):
     """Gave up waiting for another process's refresh to finish."""
 
 
+class UnsupportedAuthModeError(CodexAuthError):
+    """auth.json holds a kind of login (its `auth_mode`) that codexauth cannot serve."""
+
+    def __init__(self, path: StrPath, auth_mode: str) -> None:
+        self.path = os.fspath(path)
+        self.auth_mode = auth_mode
+        super().__init__(
+            f"{self.path}: auth_mode {auth_mode!r} is a login codexauth cannot use "
+            "(it serves 'apikey' and 'chatgpt'); use the Codex CLI with it"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # survive pickling into a worker pool's parent
+        return (type(self), (self.path, self.auth_mode))
+
+
+# How every transient failure's message begins, as Codex's do.
+REFRESH_FAILED = "Failed to refresh token:"
 # Codex's exact words, so users can search for them.
 PERMANENT_MESSAGES = {
     RefreshTokenFailedReason.EXPIRED: (
@@ -214,6 +243,12 @@ PERMANENT_MESSAGES = {
         "Your access token could not be refreshed. Please log out and sign in again."
     ),
 }
+# Codex's guarded reload finds another login where it expected its own
+# (codex-rs/login/src/auth/manager.rs): neither refresh nor adopt.
+ACCOUNT_CHANGED_MESSAGE = (
+    "Your access token could not be refreshed because you have since logged out or signed in "
+    "to another account. Please sign in again."
+)
 
 
 # Data model ##################################################################
@@ -312,10 +347,25 @@ class AuthDotJson(_Record):
 
     @property
     def mode(self) -> AuthMode | None:
-        """API_KEY when a key is set, CHATGPT with tokens, None when logged out."""
-        if self.openai_api_key is not None:
+        """The login's kind, None when logged out; see _auth_mode for the rule."""
+        return _auth_mode(self.openai_api_key, self.tokens, self.extra.get("auth_mode"))
+
+
+def _auth_mode(api_key: str | None, tokens: TokenData | None, declared: object) -> AuthMode | None:
+    """The mode rule, in one place.
+
+    A written `auth_mode` decides, as in newer Codex; a mode we cannot serve
+    raises rather than being guessed at.  Without one, a key means API-key mode.
+    """
+    if declared is None:
+        if api_key is not None:
             return AuthMode.API_KEY
-        return AuthMode.CHATGPT if self.tokens is not None else None
+        return AuthMode.CHATGPT if tokens is not None else None
+    if declared == AuthMode.API_KEY.value:
+        return AuthMode.API_KEY if api_key is not None else None
+    if declared == AuthMode.CHATGPT.value:
+        return AuthMode.CHATGPT if tokens is not None else None
+    raise UnsupportedAuthModeError(AUTH_FILE_NAME, str(declared))
 
 
 # Parsing #####################################################################
@@ -480,20 +530,29 @@ def _serialize_auth(auth: AuthDotJson) -> bytes:
 
 
 class _Freshness(enum.Enum):
-    """Where an access token stands against the refresh rule."""
+    """Where an access token stands against the refresh rule (botocore's two windows)."""
 
     FRESH = "fresh"  # use it
-    EXPIRING = "expiring"  # still valid, inside the refresh window: refresh, fall back to it
+    ADVISORY = "advisory"  # in the refresh window with time to spare: refresh, don't queue
+    MANDATORY = "mandatory"  # about to expire: refresh, waiting for a peer's if need be
     EXPIRED = "expired"  # past `exp`: must refresh
     OVERDUE = "overdue"  # no `exp`, last refresh over 8 days ago: must refresh
+
+    @property
+    def still_valid(self) -> bool:
+        """Whether the token works now (a failed refresh can fall back on it)."""
+        return self in (_Freshness.FRESH, _Freshness.ADVISORY, _Freshness.MANDATORY)
 
 
 def _freshness(access_exp: float | None, last_refresh: float | None, now: float) -> _Freshness:
     """The staleness rule, in one place."""
     if access_exp is not None:
-        if access_exp <= now:
+        left = access_exp - now
+        if left <= 0:
             return _Freshness.EXPIRED
-        return _Freshness.EXPIRING if access_exp - now <= REFRESH_WINDOW else _Freshness.FRESH
+        if left > REFRESH_WINDOW:
+            return _Freshness.FRESH
+        return _Freshness.ADVISORY if left > NO_WAIT_MARGIN else _Freshness.MANDATORY
     if last_refresh is not None and now - last_refresh >= REFRESH_INTERVAL:
         return _Freshness.OVERDUE
     return _Freshness.FRESH
@@ -525,7 +584,7 @@ def _classify_refresh_failure(status: int, body: bytes) -> RefreshTokenError:
     if status == 401:
         return PermanentRefreshError(RefreshTokenFailedReason.OTHER)
     detail = f" ({code})" if code else ""
-    return TransientRefreshError(f"Failed to refresh token: HTTP {status}{detail}")
+    return TransientRefreshError(f"{REFRESH_FAILED} HTTP {status}{detail}")
 
 
 def _parse_token_response(body: bytes) -> dict[str, str]:
@@ -535,14 +594,14 @@ def _parse_token_response(body: bytes) -> dict[str, str]:
     except (ValueError, RecursionError):
         data = None
     if not isinstance(data, dict):
-        raise TransientRefreshError("Failed to refresh token: the response is not a JSON object")
+        raise TransientRefreshError(f"{REFRESH_FAILED} the response is not a JSON object")
     fields = {}
     for key in ("id_token", "access_token", "refresh_token"):
         value = data.get(key)
         if value is None:
             continue
         if not isinstance(value, str) or not value:
-            raise TransientRefreshError(f"Failed to refresh token: bad {key} in the response")
+            raise TransientRefreshError(f"{REFRESH_FAILED} bad {key} in the response")
         fields[key] = value
     return fields
 
@@ -551,7 +610,7 @@ def _fingerprint(secret: str) -> str:
     """A short one-way digest, to tell tokens apart without showing them."""
     import hashlib  # deferred: loading OpenSSL is slow and only refresh paths need it
 
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def _check_refresh_url(url: str) -> None:
@@ -582,18 +641,56 @@ def _check_refresh_url(url: str) -> None:
 # File store ##################################################################
 
 
+_DEBUG, _WARNING = 10, 30
+
+
+def _log(level: int, msg: str, *args: object) -> None:
+    """Log to the "codexauth" logger without importing logging on the warm path.
+
+    Until something imports logging, no handler can exist to hear debug lines;
+    warnings (level >= 30) import it, so the last-resort handler shows them.
+    """
+    if level >= 30 or "logging" in sys.modules:
+        import logging
+
+        logging.getLogger("codexauth").log(level, msg, *args)
+
+
 def find_codex_home() -> str:
     """$CODEX_HOME, else ~/.codex (the directory need not exist)."""
     home = os.environ.get("CODEX_HOME")
-    return os.path.abspath(os.path.expanduser(home or os.path.join("~", ".codex")))
+    return _home(home or os.path.join("~", ".codex"))
 
 
 def _home(codex_home: StrPath | None) -> str:
-    return find_codex_home() if codex_home is None else os.path.abspath(os.fspath(codex_home))
+    if codex_home is None:
+        return find_codex_home()
+    return os.path.abspath(os.path.expanduser(os.fspath(codex_home)))
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_BINARY = getattr(os, "O_BINARY", 0)
+# Opening a FIFO planted where a file should be must fail fast, not hang.
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
+def _open_regular(path: str, flags: int, mode: int = 0o600) -> int:
+    """os.open that refuses anything but a regular file (a FIFO, a directory, a device)."""
+    fd = os.open(path, flags | _O_CLOEXEC | _O_BINARY | _O_NONBLOCK, mode)
+    try:
+        import stat  # cheap, and only needed here
+
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _read_auth_file(path: str) -> tuple[AuthDotJson, os.stat_result] | None:
@@ -602,13 +699,13 @@ def _read_auth_file(path: str) -> tuple[AuthDotJson, os.stat_result] | None:
     delay = 0.001
     while True:
         try:
-            with open(path, "rb") as f:
+            with os.fdopen(_open_regular(path, os.O_RDONLY), "rb") as f:
                 st = os.fstat(f.fileno())
                 data = f.read(MAX_AUTH_FILE_BYTES + 1)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise AuthFileError(path, f"cannot read: {exc.strerror or exc}") from exc
+            raise AuthFileError(path, f"cannot read: {exc.strerror or exc}") from None
         try:
             return _parse_auth_bytes(data), st
         except _TornReadError as exc:
@@ -626,11 +723,6 @@ def load_auth_dot_json(codex_home: StrPath) -> AuthDotJson | None:
     return None if result is None else result[0]
 
 
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_BINARY = getattr(os, "O_BINARY", 0)
-
-
 def _fsync_dir(directory: str) -> None:
     if os.name != "posix":
         return
@@ -641,88 +733,128 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _give_to_owner_of(fd: int, like: os.stat_result | None) -> None:
+    """Run as root, hand a file we create to whoever owns the login (sudo must not take it)."""
+    if like is not None and hasattr(os, "geteuid") and os.geteuid() == 0:
+        with contextlib.suppress(OSError):
+            os.fchown(fd, like.st_uid, like.st_gid)
+
+
 def _write_in_place(path: str, data: bytes) -> None:
-    """Overwrite a file that cannot be replaced (a bind-mounted single file)."""
-    fd = os.open(path, os.O_WRONLY | _O_CLOEXEC | _O_BINARY)
+    """Overwrite an existing file keeping its inode, owner and group.
+
+    Its inode matters: a file bind-mounted into a container (or hard-linked)
+    is the same file only while nobody renames a new one over it.  The new
+    bytes are padded with white space (valid at the end of JSON) to the old
+    length, so a reader never sees the new start with the old tail, and the
+    blocks are allocated first, so a full disk fails before a byte changes.
+    """
+    fd = _open_regular(path, os.O_RDWR)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.ftruncate(fd, len(data))
+        st = os.fstat(fd)
+        padded = data + b"\n" * max(st.st_size - len(data), 0)
+        if hasattr(os, "posix_fallocate") and len(padded) > st.st_size:
+            try:
+                os.posix_fallocate(fd, 0, len(padded))
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise  # ENOSPC: nothing was changed
+        if st.st_mode & 0o077:
+            os.fchmod(fd, 0o600)  # tokens are owner-only, as Codex writes them
+        os.lseek(fd, 0, os.SEEK_SET)
+        _write_all(fd, padded)
+        os.ftruncate(fd, len(padded))
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def _write_file(path: str, data: bytes) -> None:
-    """Atomically replace `path` (through a symlink, which stays a link) with `data`, mode 0600.
-
-    The temp file is created 0600 with O_EXCL|O_NOFOLLOW in the target's directory,
-    fsynced, then renamed over the target.  Where rename cannot work (EBUSY/EXDEV:
-    a file bind-mounted on its own) the target is overwritten in place and the
-    complete temp copy is kept until that write is safely on disk.
-    """
-    target = os.path.realpath(path)
-    directory = os.path.dirname(target)
-    tmp = os.path.join(directory, f".{os.path.basename(target)}.{os.urandom(6).hex()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
-    try:
-        fd = os.open(tmp, flags, 0o600)
-    except OSError as exc:
-        if not os.access(target, os.W_OK):
-            raise AuthFileError(path, f"cannot write: {exc.strerror or exc}") from exc
-        _write_in_place(target, data)  # the directory is read-only, the file is not
-        return
+def _write_new(path: str, data: bytes, like: os.stat_result | None) -> None:
+    """Atomically replace `path` with a new 0600 file: temp file, fsync, rename."""
+    directory = os.path.dirname(path)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW
+    fd = _open_regular(tmp, flags, 0o600)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _give_to_owner_of(fd, like)
+            _write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
-        try:
-            os.replace(tmp, target)
-        except OSError as exc:
-            if exc.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES):
-                raise
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # only on a failed write: a complete temp may be all that is left
+        raise
+    _fsync_dir(directory)
+
+
+def _write_file(path: str, data: bytes) -> None:
+    """Write `path` (through a symlink, which stays a link) durably, mode 0600.
+
+    An existing file we may write is overwritten in place (see _write_in_place);
+    anything else gets a new file by rename.  Callers that must survive a kill
+    mid-write keep a complete copy first (FileStore.write).
+    """
+    target = os.path.realpath(path)
+    try:
+        st: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise AuthFileError(path, f"cannot write: {exc.strerror or exc}") from None
+    try:
+        if st is not None and os.access(target, os.W_OK):
             _write_in_place(target, data)
         else:
-            tmp = ""
-            _fsync_dir(directory)
+            _write_new(target, data, st)
     except OSError as exc:
-        raise AuthFileError(path, f"cannot write: {exc.strerror or exc}") from exc
-    finally:
-        if tmp:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        raise AuthFileError(path, f"cannot write: {exc.strerror or exc}") from None
 
 
-def _ensure_home(codex_home: str) -> None:
-    """Create CODEX_HOME owner-only, as Codex does."""
+def _makedirs_private(directory: str) -> None:
+    """Create a directory owner-only, as Codex creates CODEX_HOME."""
     try:
-        os.makedirs(codex_home, mode=0o700, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
     except OSError as exc:
-        raise AuthFileError(codex_home, f"cannot create directory: {exc.strerror or exc}") from exc
+        raise AuthFileError(directory, f"cannot create directory: {exc.strerror or exc}") from None
+
+
+def _write_sidecar(path: str, data: bytes, like: os.stat_result | None) -> None:
+    """Replace a sidecar of ours by rename, never writing through a planted link or FIFO."""
+    try:
+        _write_new(path, data, like)
+    except OSError as exc:
+        raise AuthFileError(path, f"cannot write: {exc.strerror or exc}") from None
+
+
+def _read_sidecar(path: str, limit: int = 1 << 16) -> bytes | None:
+    """A sidecar's bytes; None if absent or not a regular file of ours."""
+    try:
+        with os.fdopen(_open_regular(path, os.O_RDONLY | _O_NOFOLLOW), "rb") as f:
+            return f.read(limit)
+    except OSError:
+        return None
 
 
 def save_auth(codex_home: StrPath, auth: AuthDotJson) -> None:
-    """Write `auth` to auth.json atomically, mode 0600, keeping its unknown keys."""
-    home = _home(codex_home)
-    _ensure_home(home)
-    _write_file(os.path.join(home, AUTH_FILE_NAME), _serialize_auth(auth))
-
-
-def logout(codex_home: StrPath) -> bool:
-    """Delete auth.json, like ``codex logout``; True if there was one."""
-    path = os.path.join(_home(codex_home), AUTH_FILE_NAME)
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise AuthFileError(path, f"cannot delete: {exc.strerror or exc}") from exc
-    return True
+    """Write `auth` to auth.json durably, mode 0600, keeping its unknown keys."""
+    store = FileStore(codex_home)
+    _makedirs_private(store.codex_home)
+    with store.locked(DEFAULT_LOCK_TIMEOUT):
+        try:
+            current = store.read(force=True)
+        except AuthFileError:
+            current = None  # a broken file is replaced whole
+        tokens = None if current is None else current.auth.tokens
+        store.write(auth, replaces=None if tokens is None else tokens.refresh_token)
 
 
 def login_with_api_key(codex_home: StrPath, api_key: str) -> None:
@@ -733,17 +865,43 @@ def login_with_api_key(codex_home: StrPath, api_key: str) -> None:
     save_auth(codex_home, AuthDotJson(openai_api_key=api_key))
 
 
-class _FailureState:
-    """The last refresh failure, shared between processes in a sidecar file."""
+class _Snapshot:
+    """auth.json as last read, with what the warm path needs precomputed."""
 
-    __slots__ = ("fingerprint", "reason", "retry_after")
+    __slots__ = ("auth", "key", "trusted", "access_exp", "last_refresh")
+
+    def __init__(self, auth: AuthDotJson, st: os.stat_result | None) -> None:
+        self.auth = auth
+        self.key = None if st is None else _stat_key(st)
+        # The racy-timestamp rule: see RACY_STAT_WINDOW.
+        self.trusted = st is not None and time.time_ns() - st.st_ctime_ns > RACY_STAT_WINDOW * 1e9
+        tokens = auth.tokens
+        self.access_exp = None if tokens is None else _jwt_expiry(tokens.access_token)
+        self.last_refresh = None if auth.last_refresh is None else auth.last_refresh.timestamp()
+
+
+class _SharedState:
+    """What processes sharing a login tell each other, kept in a sidecar; never a token.
+
+    Times are epoch seconds, but a wait read from it is honoured only up to
+    its full length: a writer whose clock runs ahead must not block the rest.
+    """
+
+    __slots__ = ("fingerprint", "reason", "retry_after", "peer_until", "clock_skew")
 
     def __init__(
-        self, fingerprint: str, reason: RefreshTokenFailedReason | None, retry_after: float
+        self,
+        fingerprint: str = "",
+        reason: RefreshTokenFailedReason | None = None,
+        retry_after: float = 0.0,
+        peer_until: float = 0.0,
+        clock_skew: float = 0.0,
     ) -> None:
-        self.fingerprint = fingerprint  # of the refresh token that failed
-        self.reason = reason  # None for a transient failure
-        self.retry_after = retry_after  # epoch seconds; transient failures only
+        self.fingerprint = fingerprint  # of the refresh token the rest is about
+        self.reason = reason  # it failed for good
+        self.retry_after = retry_after  # it failed for now: nobody retries before this
+        self.peer_until = peer_until  # it was reused: a lockless peer may write until this
+        self.clock_skew = clock_skew  # local clock minus the issuer's, when off by much
 
     def error_for(self, refresh_token: str, now: float) -> RefreshTokenError | None:
         """The error to raise, without a request, for `refresh_token` now."""
@@ -751,66 +909,313 @@ class _FailureState:
             return None
         if self.reason is not None:
             return PermanentRefreshError(self.reason)
-        if now < self.retry_after:
+        left = _remaining(self.retry_after, now, TRANSIENT_BACKOFF)
+        if left:
             return TransientRefreshError(
-                "Failed to refresh token: a refresh just failed; "
-                f"try again in {self.retry_after - now:.1f} s"
+                f"{REFRESH_FAILED} a refresh just failed; try again in {left:.1f} s"
             )
         return None
 
+    def awaited_peer(self, refresh_token: str, now: float) -> float:
+        """Seconds left to wait for a lockless peer's write of `refresh_token`'s successor."""
+        if self.fingerprint != _fingerprint(refresh_token):
+            return 0.0
+        return _remaining(self.peer_until, now, REUSE_GRACE)
 
-def _read_state(path: str) -> _FailureState | None:
-    """The sidecar state; anything unreadable counts as none."""
-    # O_NONBLOCK: a FIFO planted at the path must not hang us.
-    flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY | getattr(os, "O_NONBLOCK", 0)
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "refresh_token_sha256": self.fingerprint,
+                "reason": None if self.reason is None else self.reason.name,
+                "retry_after": self.retry_after,
+                "peer_until": self.peer_until,
+                "clock_skew": self.clock_skew,
+            }
+        ).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes | None) -> _SharedState:
+        """Parse the sidecar; anything unreadable counts as nothing known."""
+        try:
+            raw = json.loads(data or b"")
+            reason = raw.get("reason")
+            numbers = [raw.get(k, 0.0) for k in ("retry_after", "peer_until", "clock_skew")]
+            numbers = [float(x) if _finite(x) else 0.0 for x in numbers]
+            return cls(
+                str(raw.get("refresh_token_sha256", "")),
+                None if reason is None else RefreshTokenFailedReason[reason],
+                *numbers,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            return cls()
+
+
+def _private_runtime_dir() -> str | None:
+    """This user's runtime directory (a tmpfs on Linux), if it is really theirs alone.
+
+    Not platformdirs' fallback under /tmp, where another user could have made
+    the directory first: tokens go only where nobody else can look.
+    """
+    import warnings
+
+    import platformdirs  # deferred: only writes and refreshes get here
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when it falls back
+        base = platformdirs.user_runtime_dir()
     try:
-        with os.fdopen(os.open(path, flags), "rb") as f:
-            data = f.read(4096)
+        st = os.stat(base, follow_symlinks=False)
     except OSError:
         return None
-    try:
-        raw = json.loads(data)
-        reason = raw["reason"]
-        return _FailureState(
-            str(raw["refresh_token_sha256"]),
-            None if reason is None else RefreshTokenFailedReason[reason],
-            float(raw["retry_after"]),
-        )
-    except (ValueError, KeyError, TypeError):
+    import stat
+
+    ours = not hasattr(os, "geteuid") or st.st_uid == os.geteuid()
+    if not stat.S_ISDIR(st.st_mode) or not ours or st.st_mode & 0o077:
+        return None
+    return os.path.join(base, "codexauth")
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e12
+
+
+def _remaining(until: float, now: float, longest: float) -> float:
+    """Time left until `until`, trusted only within (0, longest]: clocks differ."""
+    left = until - now
+    return left if 0.0 < left <= longest else 0.0
+
+
+class FileStore:
+    """The login in ``$CODEX_HOME/auth.json``, as the Codex CLI keeps it.
+
+    Sidecars stay out of auth.json: the lock, the state peers share (beside
+    the real auth.json when that directory is writable, else in a per-user
+    directory keyed by its real path), and a pending copy of a write.
+    """
+
+    def __init__(self, codex_home: StrPath | None = None) -> None:
+        self.codex_home = _home(codex_home)
+        self.auth_file = os.path.join(self.codex_home, AUTH_FILE_NAME)
+        self._snapshot: _Snapshot | None = None
+        self._state_dir: str | None = None
+
+    @property
+    def location(self) -> str:
+        return self.auth_file
+
+    # Reading: one stat() while the file is unchanged.
+
+    def read(self, *, force: bool = False) -> _Snapshot | None:
+        """auth.json as a snapshot; `force` re-reads even when stat() says unchanged."""
+        snapshot = self._snapshot
+        if snapshot is not None and snapshot.trusted and not force:
+            try:
+                if _stat_key(os.stat(self.auth_file)) == snapshot.key:
+                    return snapshot
+            except OSError:
+                pass
+        result = _read_auth_file(self.auth_file)
+        self._snapshot = None if result is None else _Snapshot(*result)
+        return self._snapshot
+
+    # The lock.
+
+    def lock_paths(self) -> tuple[str | None, str]:
+        """Codex's auth.lock in CODEX_HOME (None where it cannot be made), and the real auth.json.
+
+        Both are locked, in this order: auth.lock is what the Codex CLI takes
+        to write auth.json, and the real file is what every spelling of
+        CODEX_HOME, symlink and bind mount shares.  Off POSIX, only the
+        first: locks there are mandatory and would break the Codex CLI's reads.
+        """
+        home_lock = os.path.join(self.codex_home, LOCK_FILE_NAME)
+        if os.name == "posix":
+            if not os.access(self.codex_home, os.W_OK):
+                home_lock = None  # type: ignore[assignment]  # the real file's lock suffices
+            return home_lock, os.path.realpath(self.auth_file)
+        if not os.access(self.codex_home, os.W_OK):
+            home_lock = os.path.join(self._sidecar_dir(create=True), LOCK_FILE_NAME)
+        return home_lock, ""
+
+    def lock(self, timeout: float, done_elsewhere: Callable[[], bool]) -> _RefreshLock | None:
+        """The refresh lock, held; None if `done_elsewhere()` turned true while waiting."""
+        home_lock, real_file = self.lock_paths()
+        lock = _RefreshLock(home_lock, real_file, self._owner())
+        return lock if lock.acquire(timeout, done_elsewhere) else None
+
+    @contextlib.contextmanager
+    def locked(self, timeout: float) -> Generator[None, None, None]:
+        lock = self.lock(timeout, lambda: False)
+        assert lock is not None  # nothing can be done elsewhere
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _owner(self) -> os.stat_result | None:
+        """Whose login this is: files we create are theirs (see _give_to_owner_of)."""
+        for path in (self.auth_file, self.codex_home):
+            with contextlib.suppress(OSError):
+                return os.stat(path)
         return None
 
+    # Writing: a pending copy first, then auth.json, then the copy goes.
 
-def _known_failure(path: str, refresh_token: str, now: float) -> RefreshTokenError | None:
-    """The error recorded for `refresh_token` that still holds now, if any."""
-    state = _read_state(path)
-    return None if state is None else state.error_for(refresh_token, now)
+    def check_writable(self) -> None:
+        """Refuse to spend a single-use refresh token whose successor could not be stored."""
+        target = os.path.realpath(self.auth_file)
+        if os.access(os.path.dirname(target), os.W_OK) or os.access(target, os.W_OK):
+            return
+        raise AuthFileError(
+            self.auth_file,
+            "the access token needs a refresh but auth.json is read-only here; "
+            "refresh it where it is writable (run `codex`), or mount it read-write",
+        )
 
+    def write(self, auth: AuthDotJson, *, replaces: str | None) -> None:
+        """Write auth.json (under the lock) so that a kill or a full disk loses nothing.
 
-def _record_failure(path: str, refresh_token: str, error: RefreshTokenError, now: float) -> None:
-    """Remember a failure for peers; best effort, so the real error is what callers see."""
-    reason = error.failed_reason()
-    record = {
-        "refresh_token_sha256": _fingerprint(refresh_token),
-        "reason": None if reason is None else reason.name,
-        "retry_after": now + TRANSIENT_BACKOFF if reason is None else 0.0,
-    }
-    try:
-        _write_file_no_follow(path, json.dumps(record).encode("utf-8"))
-    except (OSError, AuthFileError) as exc:
-        _log(_WARNING, "could not record the refresh failure in %s: %s", path, exc)
+        `replaces` is the refresh token auth.json held when `auth` was made
+        from it.  A complete copy of `auth` goes to a pending file first;
+        whoever finds it beside that older auth.json (or a torn one) finishes
+        the write.  If auth.json cannot be written at all, the pending copy is
+        where the new tokens are, and AuthFileError says so.
+        """
+        data = _serialize_auth(auth)
+        pending = self._save_pending(data, replaces)
+        try:
+            _write_file(self.auth_file, data)
+        except AuthFileError as exc:
+            self._snapshot = None
+            if pending is None:
+                raise
+            raise AuthFileError(
+                self.auth_file,
+                f"{exc.problem}; the new login was saved in {pending} and the next "
+                "refresh moves it into auth.json",
+            ) from None
+        for path in self._pending_paths():
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self._snapshot = None
 
+    def _save_pending(self, data: bytes, replaces: str | None) -> str | None:
+        record = json.dumps(
+            {
+                "replaces_refresh_token_sha256": replaces and _fingerprint(replaces),
+                "auth": json.loads(data),
+            }
+        ).encode("utf-8")
+        owner = self._owner()
+        for path in self._pending_paths():
+            try:
+                _makedirs_private(os.path.dirname(path))
+                _write_new(path, record, owner)
+                return path
+            except (OSError, AuthFileError) as exc:
+                _log(_DEBUG, "could not keep a pending copy in %s: %s", path, exc)
+        return None
 
-def _write_file_no_follow(path: str, data: bytes) -> None:
-    """Sidecars are ours: replace a planted symlink rather than write through it."""
-    if os.path.islink(path):
-        os.unlink(path)
-    _write_file(path, data)
+    def pending(self, current: _Snapshot | None) -> AuthDotJson | None:
+        """A pending write that `current` (None: missing or torn) has not caught up with."""
+        tokens = None if current is None else current.auth.tokens
+        behind = None if tokens is None else _fingerprint(tokens.refresh_token)
+        for path in self._pending_paths():
+            data = _read_sidecar(path, MAX_AUTH_FILE_BYTES * 2)
+            if data is None:
+                continue
+            try:
+                record = json.loads(data)
+                auth = _auth_from_json(record["auth"])
+                replaces = record["replaces_refresh_token_sha256"]
+            except (ValueError, KeyError, TypeError, RecursionError):
+                auth, replaces = None, None
+            if auth is not None and (current is None or (behind and behind == replaces)):
+                return auth
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # written over since, or unreadable: of no use
+        return None
+
+    def _pending_paths(self) -> list[str]:
+        """Beside the state; and on another filesystem, for when that one is full."""
+        paths = [os.path.join(self._sidecar_dir(create=False), PENDING_FILE_NAME)]
+        runtime = _private_runtime_dir()
+        if runtime is not None:
+            paths.append(os.path.join(runtime, self._key(), PENDING_FILE_NAME))
+        return paths
+
+    def write_if_unchanged(self, expected: _Snapshot, new: AuthDotJson) -> bool:
+        """Compare-and-set (under the lock): write `new` only if auth.json is still `expected`."""
+        current = self.read(force=True)
+        if current is None or current.auth != expected.auth:
+            return False
+        tokens = expected.auth.tokens
+        self.write(new, replaces=None if tokens is None else tokens.refresh_token)
+        return True
+
+    def delete(self) -> bool:
+        """Delete auth.json (and any pending write of it); True if there was one."""
+        for path in self._pending_paths():
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        try:
+            os.remove(self.auth_file)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise AuthFileError(self.auth_file, f"cannot delete: {exc.strerror or exc}") from None
+        finally:
+            self._snapshot = None
+        return True
+
+    # What peers tell each other.
+
+    def shared_state(self) -> _SharedState:
+        return _SharedState.from_json(_read_sidecar(self._state_file()))
+
+    def update_shared_state(self, change: Callable[[_SharedState], None]) -> None:
+        """Change the shared state; best effort, so the real outcome is what callers see."""
+        path = self._state_file()
+        state = self.shared_state()
+        change(state)
+        try:
+            _makedirs_private(os.path.dirname(path))
+            _write_sidecar(path, state.to_json(), self._owner())
+        except AuthFileError as exc:
+            _log(_WARNING, "could not update %s: %s", path, exc.problem)
+
+    def _state_file(self) -> str:
+        return os.path.join(self._sidecar_dir(create=False), STATE_FILE_NAME)
+
+    def _sidecar_dir(self, *, create: bool) -> str:
+        """Beside the real auth.json if writable, else a per-user directory keyed by its path.
+
+        Every process sharing a login must pick the same directory, so the
+        choice depends only on the real path and on whether it is writable.
+        """
+        if self._state_dir is None:
+            real_dir = os.path.dirname(os.path.realpath(self.auth_file))
+            if os.access(real_dir, os.W_OK):
+                self._state_dir = real_dir
+            else:
+                import platformdirs  # deferred: only a read-only directory needs it
+
+                state = platformdirs.user_state_dir("codexauth")
+                self._state_dir = os.path.join(state, self._key())
+        if create:
+            _makedirs_private(self._state_dir)
+        return self._state_dir
+
+    def _key(self) -> str:
+        return _fingerprint(os.path.realpath(self.auth_file))
 
 
 # Lock ########################################################################
 
 _thread_locks: dict[str, threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
+# Lock files this process holds; a forked child closes its copies (see _after_fork).
+_held_files: set[int] = set()
 
 
 def _thread_lock(path: str) -> threading.Lock:
@@ -818,19 +1223,42 @@ def _thread_lock(path: str) -> threading.Lock:
         return _thread_locks.setdefault(path, threading.Lock())
 
 
-def _try_lock(f: IO[bytes], path: str) -> bool:
-    """Take the OS's exclusive lock on `f` without blocking; False if another holds it.
+def _after_fork_in_child() -> None:
+    """A child of fork() holds none of its parent's locks.
 
-    On POSIX this is flock(2), exactly what portalocker calls there; calling it
-    directly spares every process of a herd portalocker's ~30 ms import, which
-    starved the one process doing the refresh.  Elsewhere portalocker does it.
+    flock() belongs to the open file, which the child shares: keeping the
+    descriptors open would keep the parent's lock held for as long as the
+    child lives.  Closing the child's copies (never unlocking them) leaves the
+    parent's lock as it was; the thread locks, held by threads the child does
+    not have, start afresh.
+    """
+    global _thread_locks_guard
+    for fd in list(_held_files):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held_files.clear()
+    _thread_locks.clear()
+    _thread_locks_guard = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _try_lock(fd: int, path: str) -> bool:
+    """Take the OS's exclusive lock on `fd` without blocking; False if another holds it.
+
+    On POSIX this is flock(2), exactly what portalocker calls there (and what
+    the Codex CLI takes on auth.lock); calling it directly spares every
+    process of a herd portalocker's ~30 ms import, which starved the one
+    process doing the refresh.  Elsewhere portalocker does it.
     """
     try:
         if os.name == "posix":
             import fcntl
 
             try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return False
             return True
@@ -838,69 +1266,113 @@ def _try_lock(f: IO[bytes], path: str) -> bool:
 
         try:
             portalocker.lock(
-                f, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
+                os.fdopen(os.dup(fd), "r+b"),
+                portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING,
             )
         except portalocker.AlreadyLocked:
             return False
         return True
     except OSError as exc:  # e.g. ENOLCK on a filesystem without locks
-        raise AuthFileError(path, f"cannot lock: {exc.strerror or exc}") from exc
+        raise AuthFileError(path, f"cannot lock: {exc.strerror or exc}") from None
+
+
+def _same_file(fd: int, path: str) -> bool:
+    """Whether `path` still names the file open as `fd` (not deleted, not renamed over)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
 
 
 class _RefreshLock:
-    """Exclusive across threads and processes, via an OS lock on a sidecar file.
+    """Exclusive across threads, processes, and every path to one auth.json.
 
-    The OS drops the lock when its holder dies, even by kill -9, so there is
-    never a stale lock to clean up; the file itself is never deleted.
+    Two OS locks, always in this order: Codex's ``$CODEX_HOME/auth.lock``
+    (when it can be made there), then the real auth.json itself (POSIX).  A
+    lock counts only while its path still names the file locked: a deleted
+    auth.lock, or an auth.json renamed over by a peer, is locked again.  The
+    OS drops both when the holder dies, even by kill -9, so there is never a
+    stale lock to clean up; auth.lock itself is never deleted.
     """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._threads = _thread_lock(path)
-        self._file: IO[bytes] | None = None
-
-    def _open(self) -> IO[bytes]:
-        flags = os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
-        try:
-            fd = os.open(self.path, flags, 0o600)
-        except OSError as exc:
-            raise AuthFileError(self.path, f"cannot open lock: {exc.strerror or exc}") from exc
-        return os.fdopen(fd, "r+b")
+    def __init__(self, home_lock: str | None, real_file: str, owner: os.stat_result | None):
+        self.paths = [p for p in (home_lock, real_file) if p]
+        self._creates = {home_lock} if home_lock else set()
+        self._owner = owner
+        self._threads = _thread_lock(real_file or str(home_lock))
+        self._fds: list[int] = []
+        self._held = False
 
     def acquire(self, timeout: float, done_elsewhere: Callable[[], bool]) -> bool:
         """Take the lock; False if `done_elsewhere()` turns true while waiting."""
         deadline = time.monotonic() + timeout
         delay = LOCK_POLL_MIN
-        f = self._open()
-        try:
-            while True:
-                if self._threads.acquire(blocking=False):
-                    try:
-                        locked = _try_lock(f, self.path)
-                    except BaseException:
-                        self._threads.release()
-                        raise
-                    if locked:
-                        self._file, f = f, None  # type: ignore[assignment]  # ownership moves
+        while True:
+            if self._threads.acquire(blocking=False):
+                try:
+                    if self._try_all():
+                        self._held = True
                         return True
+                except BaseException:
                     self._threads.release()
-                if done_elsewhere():
-                    return False
-                if time.monotonic() >= deadline:
-                    raise LockTimeoutError(
-                        f"Failed to refresh token: gave up after {timeout:g} s waiting for "
-                        f"another process to finish refreshing (lock: {self.path})"
-                    )
-                time.sleep(delay)
-                delay = min(delay * 2, LOCK_POLL_MAX)
-        finally:
-            if f is not None:
-                f.close()
+                    raise
+                self._threads.release()
+            if done_elsewhere():
+                return False
+            if time.monotonic() >= deadline:
+                raise LockTimeoutError(
+                    f"{REFRESH_FAILED} gave up after {timeout:.3g} s waiting for another "
+                    f"process to finish refreshing (it holds {self.paths[0]})"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, LOCK_POLL_MAX)
+
+    def _try_all(self) -> bool:
+        for path in self.paths:
+            fd = self._open(path)
+            if fd is None:
+                continue  # auth.json is gone: nothing left to guard it
+            try:
+                locked = _try_lock(fd, path) and _same_file(fd, path)
+            except BaseException:
+                os.close(fd)
+                self._close_all()
+                raise
+            if not locked:
+                os.close(fd)
+                self._close_all()
+                return False
+            self._fds.append(fd)
+            _held_files.add(fd)
+        return True
+
+    def _open(self, path: str) -> int | None:
+        creates = path in self._creates
+        flags = (os.O_RDWR | os.O_CREAT | _O_NOFOLLOW) if creates else os.O_RDONLY
+        try:
+            fd = _open_regular(path, flags)
+        except FileNotFoundError:
+            if creates:
+                raise AuthFileError(path, "cannot open lock: its directory is gone") from None
+            return None
+        except OSError as exc:
+            raise AuthFileError(path, f"cannot open lock: {exc.strerror or exc}") from None
+        if creates:
+            _give_to_owner_of(fd, self._owner)
+        return fd
+
+    def _close_all(self) -> None:
+        for fd in self._fds:
+            _held_files.discard(fd)
+            os.close(fd)  # closing drops the OS lock
+        self._fds = []
 
     def release(self) -> None:
-        if self._file is not None:
-            self._file.close()  # closing drops the OS lock
-            self._file = None
+        if self._held:
+            self._held = False
+            self._close_all()
             self._threads.release()
 
 
@@ -963,7 +1435,7 @@ def _post_refresh(
             for chunk in response.iter_content(8192):
                 body += chunk
                 if len(body) > MAX_RESPONSE_BYTES:
-                    raise TransientRefreshError("Failed to refresh token: response too large")
+                    raise TransientRefreshError(f"{REFRESH_FAILED} response too large")
         except Exception:
             if time.monotonic() < deadline:
                 raise
@@ -973,13 +1445,11 @@ def _post_refresh(
             response.close()
         if body is None or time.monotonic() > deadline:
             raise TransientRefreshError(
-                f"Failed to refresh token: no complete answer within {timeout:g} s"
+                f"{REFRESH_FAILED} no complete answer within {timeout:g} s"
             )
     except requests.RequestException as exc:
         kind = "timed out" if isinstance(exc, requests.Timeout) else "could not reach the server"
-        raise TransientRefreshError(
-            f"Failed to refresh token: {kind} ({type(exc).__name__})"
-        ) from exc
+        raise TransientRefreshError(f"{REFRESH_FAILED} {kind} ({type(exc).__name__})") from exc
     if 200 <= response.status_code < 300:
         return _parse_token_response(bytes(body))
     raise _classify_refresh_failure(response.status_code, bytes(body))
@@ -988,34 +1458,56 @@ def _post_refresh(
 # CodexAuth ###################################################################
 
 
-def _log(level: int, msg: str, *args: object) -> None:
-    """Log to the "codexauth" logger without importing logging on the warm path.
+def _not_logged_in(where: str, detail: str = "no login in") -> NotLoggedInError:
+    return NotLoggedInError(f"Not logged in: {detail} {where}. Run `codex login`.")
 
-    Until something imports logging, no handler can exist to hear debug lines;
-    warnings (level >= 30) import it, so the last-resort handler shows them.
+
+def _account(tokens: TokenData) -> str | None:
+    return tokens.account_id or tokens.id_token.chatgpt_account_id
+
+
+def _merge_tokens(tokens: TokenData, fields: Mapping[str, str]) -> TokenData:
+    """The tokens after a refresh answer: each field it gave replaces ours, the rest stays."""
+    return TokenData(
+        parse_id_token(fields["id_token"]) if "id_token" in fields else tokens.id_token,
+        fields.get("access_token", tokens.access_token),
+        fields.get("refresh_token", tokens.refresh_token),
+        tokens.account_id,
+        tokens.extra,
+    )
+
+
+def _clock_skew(access_token: str, now: float) -> float:
+    """How far the local clock runs ahead of the issuer's, from a token issued just now."""
+    iat = (_jwt_claims(access_token) or {}).get("iat")
+    if not _finite(iat):
+        return 0.0
+    skew = now - float(iat)  # type: ignore[arg-type]  # _finite checked the type
+    return skew if abs(skew) > CLOCK_SKEW_TOLERANCE else 0.0
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Generator[None, None, None]:
+    """Let a write that must finish, finish: a Ctrl-C meanwhile is raised after it.
+
+    Only for Python's own SIGINT handling in the main thread; a program that
+    installed its own handler keeps it.
     """
-    if level >= 30 or "logging" in sys.modules:
-        import logging
+    import signal
 
-        logging.getLogger("codexauth").log(level, msg, *args)
-
-
-_DEBUG, _INFO, _WARNING = 10, 20, 30
-
-
-class _Snapshot:
-    """auth.json as last read, with what the warm path needs precomputed."""
-
-    __slots__ = ("auth", "key", "trusted", "access_exp", "last_refresh")
-
-    def __init__(self, auth: AuthDotJson, st: os.stat_result) -> None:
-        self.auth = auth
-        self.key = _stat_key(st)
-        # The racy-timestamp rule: see RACY_STAT_WINDOW.
-        self.trusted = time.time_ns() - st.st_ctime_ns > RACY_STAT_WINDOW * 1e9
-        tokens = auth.tokens
-        self.access_exp = None if tokens is None else _jwt_expiry(tokens.access_token)
-        self.last_refresh = None if auth.last_refresh is None else auth.last_refresh.timestamp()
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    caught: list[object] = []
+    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 class CodexAuth:
@@ -1037,14 +1529,16 @@ class CodexAuth:
     ) -> None:
         if not timeout > 0 or not lock_timeout > 0:
             raise ValueError("timeout and lock_timeout must be positive")
-        self.codex_home = _home(codex_home)
-        self.auth_file = os.path.join(self.codex_home, AUTH_FILE_NAME)
+        self.store = FileStore(codex_home)
+        self.codex_home = self.store.codex_home
+        self.auth_file = self.store.auth_file
         self.timeout = timeout
         self.lock_timeout = lock_timeout
         self._session = session
         self._now = now
-        self._snapshot: _Snapshot | None = None
-        self._sidecar_dir: str | None = None
+        self._snapshot: _Snapshot | None = None  # what this object last read or handed out
+        self._unsaved: tuple[str, _Snapshot] | None = None  # (replaced refresh token, new)
+        self._skew: float | None = None  # local clock minus the issuer's; None: not read yet
 
     @classmethod
     def from_auth_storage(
@@ -1057,43 +1551,72 @@ class CodexAuth:
     def __repr__(self) -> str:
         return f"CodexAuth(codex_home={self.codex_home!r})"
 
-    # Reading: one stat() while the file is unchanged.
+    # Reading.
 
     def _load(self, *, force: bool = False) -> _Snapshot | None:
-        snapshot = self._snapshot
-        if snapshot is not None and snapshot.trusted and not force:
+        try:
+            snapshot = self.store.read(force=force)
+        except AuthFileError as exc:
+            snapshot = self._repair(exc)
+        if self._unsaved is not None:
+            replaced, unsaved = self._unsaved
+            tokens = None if snapshot is None else snapshot.auth.tokens
+            if tokens is not None and tokens.refresh_token == replaced:
+                snapshot = unsaved  # our write failed: only we hold the successor
+            else:
+                self._unsaved = None
+        self._snapshot = snapshot
+        return snapshot
+
+    def _repair(self, error: AuthFileError) -> _Snapshot | None:
+        """auth.json is unreadable: finish the pending write that broke it, if there is one."""
+        if self.store.pending(None) is None:
+            raise error
+        with self.store.locked(self.lock_timeout):
             try:
-                if _stat_key(os.stat(self.auth_file)) == snapshot.key:
-                    return snapshot
-            except OSError:
-                pass
-        result = _read_auth_file(self.auth_file)
-        self._snapshot = None if result is None else _Snapshot(*result)
-        return self._snapshot
+                return self.store.read(force=True)
+            except AuthFileError:
+                pending = self.store.pending(None)
+                if pending is None:
+                    raise
+                self.store.write(pending, replaces=None)
+                _log(_WARNING, "restored %s from a pending write", self.auth_file)
+                return self.store.read(force=True)
 
     def _require(self) -> _Snapshot:
         snapshot = self._load()
-        if snapshot is None or snapshot.auth.mode is None:
-            raise NotLoggedInError(
-                f"Not logged in: no login in {self.auth_file}. Run `codex login`."
-            )
+        if snapshot is None or self._mode(snapshot) is None:
+            raise _not_logged_in(self.auth_file)
         return snapshot
+
+    def _mode(self, snapshot: _Snapshot) -> AuthMode | None:
+        try:
+            return snapshot.auth.mode
+        except UnsupportedAuthModeError as exc:
+            raise UnsupportedAuthModeError(self.auth_file, exc.auth_mode) from None
 
     def _require_tokens(self) -> tuple[_Snapshot, TokenData]:
         snapshot = self._require()
-        if snapshot.auth.mode is AuthMode.API_KEY or snapshot.auth.tokens is None:
-            raise NotLoggedInError(
-                f"Not logged in with ChatGPT: {self.auth_file} holds an API key"
-            )
+        if self._mode(snapshot) is not AuthMode.CHATGPT or snapshot.auth.tokens is None:
+            raise _not_logged_in(self.auth_file, "with ChatGPT: an API key, not tokens, is in")
         return snapshot, snapshot.auth.tokens
 
     def _freshness(self, snapshot: _Snapshot) -> _Freshness:
-        return _freshness(snapshot.access_exp, snapshot.last_refresh, self._now())
+        now = self._now()
+        freshness = _freshness(snapshot.access_exp, snapshot.last_refresh, now)
+        if freshness is not _Freshness.FRESH:
+            if self._skew is None:
+                self._skew = self.store.shared_state().clock_skew
+            if self._skew:
+                freshness = _freshness(
+                    snapshot.access_exp, snapshot.last_refresh, now - self._skew
+                )
+        return freshness
 
     @property
     def mode(self) -> AuthMode:
         """API_KEY or CHATGPT, as auth.json says now."""
-        mode = self._require().auth.mode
+        mode = self._mode(self._require())
         assert mode is not None  # _require checked
         return mode
 
@@ -1117,7 +1640,7 @@ class CodexAuth:
     def needs_refresh(self) -> bool:
         """Whether get_token() would refresh first (False in API-key mode)."""
         snapshot = self._require()
-        if snapshot.auth.mode is AuthMode.API_KEY:
+        if self._mode(snapshot) is AuthMode.API_KEY:
             return False
         return self._freshness(snapshot) is not _Freshness.FRESH
 
@@ -1126,32 +1649,53 @@ class CodexAuth:
         exp = self._require().access_exp
         return None if exp is None else datetime.fromtimestamp(exp, timezone.utc)
 
+    # Tokens.
+
     def get_token(self) -> str:
         """The API key, or a fresh access token (refreshing first when stale)."""
+        return self._credentials()[0]
+
+    def _credentials(self) -> tuple[str, str | None]:
+        """The token to send and its ChatGPT account id, from one snapshot."""
         snapshot = self._require()
         auth = snapshot.auth
-        if auth.openai_api_key is not None:
-            return auth.openai_api_key
-        assert auth.tokens is not None  # _require: a mode without a key has tokens
+        if self._mode(snapshot) is AuthMode.API_KEY:
+            assert auth.openai_api_key is not None  # the mode rule says so
+            return auth.openai_api_key, None
+        tokens = auth.tokens
+        assert tokens is not None  # the mode rule: ChatGPT mode has tokens
         freshness = self._freshness(snapshot)
         if freshness is _Freshness.FRESH:
-            return auth.tokens.access_token
-        # A token with time to spare is not worth queueing behind a peer's refresh.
-        left = (snapshot.access_exp or 0.0) - self._now()
-        wait = freshness is not _Freshness.EXPIRING or left <= NO_WAIT_MARGIN
+            return tokens.access_token, _account(tokens)
         try:
-            return self._refresh(auth.tokens, force=False, wait=wait)
-        except TransientRefreshError as exc:
-            if freshness is not _Freshness.EXPIRING:
+            # A token with time to spare is not worth queueing behind a peer's refresh.
+            new = self._refresh(snapshot, force=False, wait=freshness is not _Freshness.ADVISORY)
+        except RefreshTokenError as exc:
+            if not freshness.still_valid:
                 raise
-            # Proactive refresh failed or is busy elsewhere, but the token still works.
+            # As Codex does with a failed proactive refresh (codex-rs/login/src/auth/
+            # manager.rs): log it and keep using the token, which works a while yet.
             level = _DEBUG if isinstance(exc, LockTimeoutError) else _WARNING
             _log(level, "refresh not done, using the still-valid access token: %s", exc)
-            return auth.tokens.access_token
+            return tokens.access_token, _account(tokens)
+        return new.access_token, _account(new)
 
     def refresh_token(self) -> str:
-        """Refresh now (single-flight: adopts a peer's refresh); the new access token."""
-        return self._refresh(self._require_tokens()[1], force=True)
+        """Refresh now, unless a peer already refreshed the login this object last read.
+
+        As Codex's guarded reload (codex-rs/login/src/auth/manager.rs): tokens
+        written since then are adopted without a request; another account (or
+        none) found instead raises PermanentRefreshError.  An API-key login
+        has nothing to refresh: its key is returned.
+        """
+        held = self._snapshot if self._snapshot is not None else self._require()
+        mode = self._mode(held)
+        if mode is AuthMode.API_KEY:
+            assert held.auth.openai_api_key is not None
+            return held.auth.openai_api_key
+        if mode is None or held.auth.tokens is None:
+            raise _not_logged_in(self.auth_file)
+        return self._refresh(held, force=True).access_token
 
     def recover_unauthorized(self, rejected_token: str) -> str | None:
         """After an API answered 401 to `rejected_token`: a newer token to retry with, or None.
@@ -1161,7 +1705,7 @@ class CodexAuth:
         """
         before = self._snapshot.auth.tokens if self._snapshot is not None else None
         snapshot = self._load(force=True)
-        if snapshot is None or snapshot.auth.mode is not AuthMode.CHATGPT:
+        if snapshot is None or self._mode(snapshot) is not AuthMode.CHATGPT:
             return None
         tokens = snapshot.auth.tokens
         assert tokens is not None
@@ -1171,177 +1715,225 @@ class CodexAuth:
             _log(_DEBUG, "401 recovery: adopted a token a peer wrote")
             return tokens.access_token
         try:
-            return self._refresh(tokens, force=True)
+            return self._refresh(snapshot, force=True).access_token
         except RefreshTokenError as exc:
             _log(_DEBUG, "401 recovery: refresh failed: %s", exc)
             raise
 
     # The single-flight protocol.
 
-    def _refresh(self, start: TokenData, *, force: bool, wait: bool = True) -> str:
+    def _refresh(self, start: _Snapshot, *, force: bool, wait: bool = True) -> TokenData:
         """stale -> lock -> re-read -> adopt or POST -> write -> unlock.
 
-        `start` is the snapshot the caller found stale.  Any token written
-        since (its refresh token differs) is adopted without a request.
-        Without `wait`, a lock held by a peer raises LockTimeoutError at once.
+        `start` is the snapshot the caller holds.  Tokens written since, for
+        the same account, are adopted without a request.  Without `wait`, a
+        lock held by a peer raises LockTimeoutError at once.
         """
+        assert start.auth.tokens is not None
+        stale = start.auth.tokens.refresh_token
         url = os.environ.get(REFRESH_TOKEN_URL_OVERRIDE_ENV_VAR) or REFRESH_TOKEN_URL
         _check_refresh_url(url)
-        sidecar = self._sidecar(create=True)
-        state_path = os.path.join(sidecar, STATE_FILE_NAME)
-        # Fail fast, with no lock and no request, where a peer's attempt already failed.
-        error = _known_failure(state_path, start.refresh_token, self._now())
-        if error is not None:
-            _log(_DEBUG, "refresh skipped: a peer's attempt failed: %s", error)
-            raise error
+        deadline = time.monotonic() + (self.lock_timeout if wait else 0.0)
+        while True:
+            # Fail fast, with no lock and no request, where a peer's attempt already failed.
+            error = self.store.shared_state().error_for(stale, self._now())
+            if error is not None:
+                _log(_DEBUG, "refresh skipped: a peer's attempt failed: %s", error)
+                raise error
+            adopted: list[TokenData] = []
 
-        adopted: list[str] = []
+            def peer_refreshed(adopted: list[TokenData] = adopted) -> bool:
+                tokens = self._peer_tokens(start)
+                if tokens is not None:
+                    adopted.append(tokens)
+                    return True
+                failure = self.store.shared_state().error_for(stale, self._now())
+                if failure is not None:
+                    raise failure  # the refresh we waited for failed: share its outcome
+                return False
 
-        def peer_refreshed() -> bool:
-            token = self._peer_token(start.refresh_token, force)
-            if token is not None:
-                adopted.append(token)
-                return True
-            failure = _known_failure(state_path, start.refresh_token, self._now())
-            if failure is not None:
-                raise failure  # the refresh we waited for failed: share its outcome
-            return False
+            waited = time.monotonic()
+            lock = self.store.lock(max(deadline - waited, 0.0), peer_refreshed)
+            if lock is None:
+                _log(_DEBUG, "refresh adopted from a peer after %.0f ms", _ms_since(waited))
+                return adopted[0]
+            try:
+                _log(_DEBUG, "refresh lock taken after %.0f ms", _ms_since(waited))
+                outcome = self._refresh_locked(start, force, url)
+            finally:
+                lock.release()
+            if isinstance(outcome, TokenData):
+                return outcome
+            if not wait:
+                raise LockTimeoutError(f"{REFRESH_FAILED} a peer's refresh is still landing")
+            # Spent by a peer that takes no lock (the Codex CLI): its write may still come.
+            tokens = self._await_lockless_peer(start, *outcome)
+            if tokens is not None:
+                return tokens
 
-        lock = _RefreshLock(os.path.join(sidecar, LOCK_FILE_NAME))
-        waited = time.monotonic()
-        if not lock.acquire(self.lock_timeout if wait else 0.0, peer_refreshed):
-            _log(_DEBUG, "refresh adopted from a peer after %.0f ms", _ms_since(waited))
-            return adopted[0]
-        try:
-            _log(_DEBUG, "refresh lock taken after %.0f ms", _ms_since(waited))
-            return self._refresh_locked(start.refresh_token, force, url, state_path)
-        finally:
-            lock.release()
-
-    def _peer_token(self, stale_refresh_token: str, force: bool) -> str | None:
-        """A token a peer wrote since `stale_refresh_token`, if it is good to use."""
+    def _peer_tokens(self, start: _Snapshot) -> TokenData | None:
+        """Tokens a peer wrote since `start`, if they are usable; raises on another account."""
         snapshot = self._load()
-        tokens = snapshot.auth.tokens if snapshot is not None else None
-        if tokens is None or tokens.refresh_token == stale_refresh_token:
+        tokens = self._check_same_login(start, snapshot)
+        if tokens == start.auth.tokens:
             return None
         assert snapshot is not None
-        usable = self._freshness(snapshot) in (_Freshness.FRESH, _Freshness.EXPIRING)
-        return tokens.access_token if force or usable else None
+        return tokens if self._freshness(snapshot).still_valid else None
 
-    def _refresh_locked(self, stale: str, force: bool, url: str, state_path: str) -> str:
+    def _check_same_login(self, start: _Snapshot, snapshot: _Snapshot | None) -> TokenData:
+        """The tokens in `snapshot` if they belong to `start`'s account, as Codex checks."""
+        tokens = None if snapshot is None else snapshot.auth.tokens
+        if (
+            snapshot is None
+            or tokens is None
+            or self._mode(snapshot) is not AuthMode.CHATGPT
+            or _account(tokens) != _account(start.auth.tokens)  # type: ignore[arg-type]  # _refresh checked
+        ):
+            raise PermanentRefreshError(RefreshTokenFailedReason.OTHER, ACCOUNT_CHANGED_MESSAGE)
+        return tokens
+
+    def _refresh_locked(
+        self, start: _Snapshot, force: bool, url: str
+    ) -> TokenData | tuple[float, str]:
+        """The refresh itself, under the lock.
+
+        Returns the tokens now in force, or (seconds, refresh token): that
+        token was spent by a lockless peer, whose write is awaited that long.
+        """
+        # Re-read whatever stat() says: within RACY_STAT_WINDOW a peer's write can
+        # leave size and timestamps as they were (no test here can produce that).
         snapshot = self._load(force=True)
-        if snapshot is None or snapshot.auth.tokens is None:
-            raise NotLoggedInError(f"Not logged in: {self.auth_file} has no ChatGPT tokens now.")
-        token = self._peer_token(stale, force)
-        if token is not None:
+        snapshot = self._finish_pending_write(snapshot)
+        tokens = self._check_same_login(start, snapshot)
+        assert snapshot is not None
+        if tokens != start.auth.tokens and self._freshness(snapshot).still_valid:
             _log(_DEBUG, "refresh skipped: a peer already refreshed")
-            return token
-        tokens = snapshot.auth.tokens
-        refresh_token = tokens.refresh_token  # differs from `stale` if a peer wrote stale tokens
-        error = _known_failure(state_path, refresh_token, self._now())
+            return tokens
+        # Not adopted: a peer may have written tokens that already expired; refresh
+        # from its refresh token, not ours, which is spent.
+        refresh_token = tokens.refresh_token
+        state = self.store.shared_state()
+        error = state.error_for(refresh_token, self._now())
         if error is not None:
             _log(_DEBUG, "refresh skipped: %s", error)
             raise error
-        self._check_writable()
+        wait = state.awaited_peer(refresh_token, self._now())
+        if wait:
+            return wait, refresh_token
+        self.store.check_writable()
         _log(_DEBUG, "refresh started: POST %s", url)
         try:
             fields = _post_refresh(url, refresh_token, self.timeout, self._session)
         except PermanentRefreshError as exc:
             _log(_DEBUG, "refresh failed for good: %s", exc.reason.name)
             if exc.reason is RefreshTokenFailedReason.EXHAUSTED:
-                token = self._await_lockless_peer(refresh_token)
-                if token is not None:
-                    return token
-            _record_failure(state_path, refresh_token, exc, self._now())
+                self._remember(refresh_token, peer_until=self._now() + REUSE_GRACE)
+                return REUSE_GRACE, refresh_token
+            self._remember(refresh_token, reason=exc.reason)
             raise
         except TransientRefreshError as exc:
             _log(_DEBUG, "refresh failed, transient: %s", exc)
-            _record_failure(state_path, refresh_token, exc, self._now())
+            self._remember(refresh_token, retry_after=self._now() + TRANSIENT_BACKOFF)
             raise
         _log(_DEBUG, "refresh succeeded; writing %s", self.auth_file)
-        return self._store_refreshed(refresh_token, fields)
+        return self._store_refreshed(snapshot, fields)
 
-    def _await_lockless_peer(self, used_refresh_token: str) -> str | None:
-        """After `refresh_token_reused`: a peer without our lock may be about to write."""
-        deadline = time.monotonic() + REUSE_GRACE
+    def _finish_pending_write(self, snapshot: _Snapshot | None) -> _Snapshot | None:
+        """Complete a write that a killed process, or a full disk, left pending."""
+        try:
+            pending = self.store.pending(snapshot)
+        except AuthFileError:
+            return snapshot
+        if pending is None:
+            return snapshot
+        tokens = None if snapshot is None else snapshot.auth.tokens
+        self.store.write(pending, replaces=None if tokens is None else tokens.refresh_token)
+        _log(_WARNING, "finished a pending write of %s left by an earlier refresh", self.auth_file)
+        return self._load(force=True)
+
+    def _remember(
+        self,
+        refresh_token: str,
+        *,
+        reason: RefreshTokenFailedReason | None = None,
+        retry_after: float = 0.0,
+        peer_until: float = 0.0,
+    ) -> None:
+        """Tell peers how the refresh with `refresh_token` went."""
+
+        def change(state: _SharedState) -> None:
+            state.fingerprint = _fingerprint(refresh_token)
+            state.reason, state.retry_after, state.peer_until = reason, retry_after, peer_until
+
+        self.store.update_shared_state(change)
+
+    def _await_lockless_peer(
+        self, start: _Snapshot, seconds: float, spent: str
+    ) -> TokenData | None:
+        """Watch for a lockless peer's write, holding no lock so that its write can land.
+
+        None when a peer wrote tokens that still need a refresh, or when
+        another wait began meanwhile.  When the wait is over and auth.json
+        still holds the spent refresh token, the login is dead: that is
+        remembered for every peer, and raised.
+        """
+        deadline = time.monotonic() + seconds
         while True:
-            token = self._peer_token(used_refresh_token, force=True)
-            if token is not None:
-                _log(_DEBUG, "refresh token was reused by a peer; adopted its tokens")
-                return token
+            snapshot = self._load()
+            tokens = self._check_same_login(start, snapshot)
+            if tokens.refresh_token != spent:
+                if self._freshness(snapshot).still_valid:  # type: ignore[arg-type]  # checked
+                    _log(_DEBUG, "refresh token was reused by a peer; adopted its tokens")
+                    return tokens
+                return None  # a peer wrote tokens: refresh from those
             if time.monotonic() >= deadline:
-                return None
+                break
             time.sleep(0.01)
+        if self.store.shared_state().awaited_peer(spent, self._now()) == 0.0:
+            self._remember(spent, reason=RefreshTokenFailedReason.EXHAUSTED)
+        error = self.store.shared_state().error_for(spent, self._now())
+        if error is None:
+            return None  # another process's wait for its own reuse began meanwhile
+        raise error
 
-    def _store_refreshed(self, used_refresh_token: str, fields: dict[str, str]) -> str:
-        """Merge the new tokens into auth.json as it is now, keeping every other field."""
-        snapshot = self._load(force=True)
-        tokens = snapshot.auth.tokens if snapshot is not None else None
-        if snapshot is None or tokens is None or tokens.refresh_token != used_refresh_token:
-            # A lockless peer logged in anew while we refreshed: its login stays in
-            # the file; this call still returns the token it was just given.
-            _log(_WARNING, "auth.json changed during the refresh; keeping the newer login")
-            return fields.get("access_token") or self.get_token()
-        refreshed = TokenData(
-            parse_id_token(fields["id_token"]) if "id_token" in fields else tokens.id_token,
-            fields.get("access_token", tokens.access_token),
-            fields.get("refresh_token", tokens.refresh_token),
-            tokens.account_id,
-            tokens.extra,
-        )
+    def _store_refreshed(self, snapshot: _Snapshot, fields: dict[str, str]) -> TokenData:
+        """Merge the answer into auth.json as read under the lock, keeping every other field."""
         old = snapshot.auth
-        now = datetime.fromtimestamp(self._now(), timezone.utc)
-        _write_file(
-            self.auth_file,
-            _serialize_auth(AuthDotJson(old.openai_api_key, refreshed, now, old.extra)),
+        tokens = old.tokens
+        assert tokens is not None
+        refreshed = _merge_tokens(tokens, fields)
+        now = self._now()
+        got_access = "access_token" in fields
+        if got_access:
+            skew = _clock_skew(refreshed.access_token, now)
+            if skew != (self._skew or 0.0):
+                self._skew = skew
+                self.store.update_shared_state(lambda state: setattr(state, "clock_skew", skew))
+        new = AuthDotJson(
+            old.openai_api_key, refreshed, datetime.fromtimestamp(now, timezone.utc), old.extra
         )
-        self._load(force=True)
-        return refreshed.access_token
-
-    # Where the sidecars live.
-
-    def _sidecar(self, *, create: bool) -> str:
-        """Where auth.lock and the failure state live (see _sidecar_dir_for)."""
-        if self._sidecar_dir is None:
-            self._sidecar_dir = _sidecar_dir_for(self.codex_home, self.auth_file)
-        if create and self._sidecar_dir != self.codex_home:
+        # Never a success that leaves no working token (a 2xx without one): the
+        # refresh counts as not done, though a rotated refresh token is still kept.
+        usable = self._freshness(_Snapshot(new, None)).still_valid
+        if not usable:
+            new.last_refresh = old.last_refresh
+        with _interrupts_deferred():
             try:
-                os.makedirs(self._sidecar_dir, mode=0o700, exist_ok=True)
-            except OSError as exc:
-                raise AuthFileError(self._sidecar_dir, f"cannot create: {exc.strerror}") from exc
-        return self._sidecar_dir
-
-    def _check_writable(self) -> None:
-        """Refuse to spend a single-use refresh token whose successor could not be stored."""
-        target = os.path.realpath(self.auth_file)
-        if os.access(os.path.dirname(target), os.W_OK) or os.access(target, os.W_OK):
-            return
-        raise AuthFileError(
-            self.auth_file,
-            "the access token needs a refresh but auth.json is read-only here; "
-            "refresh it where it is writable (run `codex`), or mount it read-write",
-        )
-
-
-def _sidecar_dir_for(codex_home: str, auth_file: str) -> str:
-    """CODEX_HOME if writable, else a per-user directory keyed by the real auth.json path.
-
-    Every process sharing a login must pick the same directory, so the choice
-    depends only on the paths and on whether this user may write CODEX_HOME.
-    """
-    if os.access(codex_home, os.W_OK):
-        return codex_home
-    import hashlib  # deferred, as in _fingerprint
-
-    import platformdirs  # deferred: only a read-only CODEX_HOME needs it
-
-    real = os.path.realpath(auth_file)
-    key = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return os.path.join(platformdirs.user_state_dir("codexauth"), key)
-
-
-def _account(tokens: TokenData) -> str | None:
-    return tokens.account_id or tokens.id_token.chatgpt_account_id
+                written = self.store.write_if_unchanged(snapshot, new)
+            except AuthFileError as exc:
+                # The refresh token is spent: the new tokens must not be lost.
+                _log(_WARNING, "could not store the refreshed login: %s", exc)
+                self._unsaved = (tokens.refresh_token, _Snapshot(new, None))
+                written = True
+        if not written:
+            # A lockless peer logged in anew while we refreshed: its login stays in
+            # the file; this call still uses the tokens it was just given.
+            _log(_WARNING, "auth.json changed during the refresh; keeping the newer login")
+        if not usable:
+            raise TransientRefreshError(
+                f"{REFRESH_FAILED} the token endpoint answered without a usable access token"
+            )
+        return refreshed
 
 
 def _ms_since(start: float) -> float:
@@ -1358,6 +1950,15 @@ def get_token(codex_home: StrPath | None = None) -> str:
     if auth is None:
         auth = _shared.setdefault(home, CodexAuth(home))
     return auth.get_token()
+
+
+def logout(codex_home: StrPath | None = None) -> bool:
+    """Delete auth.json under the refresh lock, like ``codex logout``; True if there was one."""
+    store = FileStore(codex_home)
+    if not os.path.lexists(store.auth_file):
+        return False
+    with store.locked(DEFAULT_LOCK_TIMEOUT):
+        return store.delete()
 
 
 # Adapters ####################################################################
@@ -1514,7 +2115,7 @@ def _status(auth: CodexAuth) -> dict[str, Any]:
         "last_refresh": None,
         "refresh_due": None,
         "auth_file": auth.auth_file,
-        "lock_file": os.path.join(auth._sidecar(create=False), LOCK_FILE_NAME),
+        "lock_file": next(path for path in auth.store.lock_paths() if path),
     }
     snapshot = auth._load()
     if snapshot is None or snapshot.auth.mode is None:
@@ -1703,6 +2304,9 @@ def _run(args: Any) -> int:
         print(f"Authorization: Bearer {auth.get_token()}")
     elif args.command == "refresh":
         auth.refresh_token()
+        if auth.mode is AuthMode.API_KEY:
+            print("Nothing to refresh: the login is an API key.")
+            return EXIT_OK
         expiry = auth.access_token_expiry()
         print(
             "Refreshed."

@@ -330,7 +330,8 @@ def test_logout_removes_auth_json_then_says_not_logged_in(codex_home: Path) -> N
     (codex_home / "config.toml").write_text('model = "o3"\n')
     run = cli("logout", codex_home=codex_home)
     assert (run.code, run.out, run.err) == (0, "Logged out.\n", "")
-    assert sorted(p.name for p in codex_home.iterdir()) == ["config.toml"]
+    # auth.lock stays: logout takes the refresh lock, and a lock file is never deleted.
+    assert sorted(p.name for p in codex_home.iterdir()) == ["auth.lock", "config.toml"]
 
     run = cli("logout", codex_home=codex_home)
     assert (run.code, run.out, run.err) == (0, "Not logged in.\n", "")
@@ -417,7 +418,7 @@ EXIT_CASES: list[tuple[str, str, Any, list[str], int, str | None]] = [
     ("2-timeout-zero", "fresh", None, ["--timeout", "0", "token"], 2, "'0'"),
     ("3-no-auth-json-token", "none", None, ["token"], 3, "Not logged in"),
     ("3-no-auth-json-refresh", "none", None, ["refresh"], 3, "Not logged in"),
-    ("3-api-key-login-refresh", "apikey", None, ["refresh"], 3, "API key"),
+    ("0-api-key-login-refresh", "apikey", None, ["refresh"], 0, None),
     ("4-expired", "expired", (401, "refresh_token_expired"), ["token"], 4, EXPIRED_MESSAGE),
     ("4-reused", "expired", (401, "refresh_token_reused"), ["token"], 4, EXHAUSTED_MESSAGE),
     ("4-revoked", "expired", (401, "refresh_token_invalidated"), ["token"], 4, REVOKED_MESSAGE),

@@ -336,7 +336,8 @@ def test_read_only_home_and_file_stale_token_not_spent(
     assert token_server.post_count == 0  # the single-use refresh token was not burned
     assert file_fp(path) == before
     assert [p.name for p in read_only_home.codex_home.iterdir()] == ["auth.json"]
-    assert (read_only_home.lock_dir / "auth.lock").is_file()
+    # The lock is auth.json itself (flock needs no write access): no lock file elsewhere.
+    assert not (read_only_home.lock_dir / "auth.lock").exists()
 
 
 def test_read_only_home_writable_file_refreshes_in_place(
@@ -358,7 +359,8 @@ def test_read_only_home_writable_file_refreshes_in_place(
     )
     assert (path.stat().st_ino, path.stat().st_mode & 0o777) == (inode, 0o600)
     assert [p.name for p in read_only_home.codex_home.iterdir()] == ["auth.json"]
-    assert (read_only_home.lock_dir / "auth.lock").is_file()
+    # The lock is auth.json itself (flock needs no write access): no lock file elsewhere.
+    assert not (read_only_home.lock_dir / "auth.lock").exists()
 
 
 # Symlinked auth.json #########################################################
