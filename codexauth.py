@@ -1925,7 +1925,9 @@ class CodexAuth:
                 _log(_WARNING, "could not store the refreshed login: %s", exc)
                 self._unsaved = (tokens.refresh_token, _Snapshot(new, None))
                 written = True
-        if not written:
+        if written:
+            self._load()  # what this object holds now, for the next guarded refresh
+        else:
             # A lockless peer logged in anew while we refreshed: its login stays in
             # the file; this call still uses the tokens it was just given.
             _log(_WARNING, "auth.json changed during the refresh; keeping the newer login")

@@ -64,11 +64,16 @@ def make_jwt(claims: Mapping[str, Any]) -> str:
     return f"{header}.{payload}.sig"
 
 
-def access_token(exp: float | None, seq: int | str = 0) -> str:
-    """An access-token JWT expiring at `exp` (no ``exp`` claim if None); every call is unique."""
+def access_token(exp: float | None, seq: int | str = 0, iat: float | None = None) -> str:
+    """An access-token JWT expiring at `exp` (no ``exp`` claim if None); every call is unique.
+
+    `iat` is when it was issued, by the issuer's clock (TokenServer sets it).
+    """
     claims: dict[str, Any] = {"jti": f"{os.getpid()}-{next(_jti)}", "seq": seq}
     if exp is not None:
         claims["exp"] = int(exp)
+    if iat is not None:
+        claims["iat"] = int(iat)
     return make_jwt(claims)
 
 
@@ -328,7 +333,7 @@ class TokenServer:
             new_refresh = f"rt-{seq}"
         self._valid.add(new_refresh)
         doc = {
-            "access_token": access_token(time.time() + self.access_ttl, seq=seq),
+            "access_token": access_token(time.time() + self.access_ttl, seq=seq, iat=time.time()),
             "refresh_token": new_refresh,
             "id_token": id_token(**self.id_token_kwargs),
         }

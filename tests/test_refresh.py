@@ -914,3 +914,291 @@ def test_expiring_token_waits_on_a_busy_peer_only_when_nearly_expired(
     caller.join(timeout=20)
     assert [fp(token) for token in got] == [fp(peer_access)]
     assert token_server.post_count == 0
+
+
+# Codex parity: the guarded refresh, the account guard, serve-while-valid #####
+
+ACCOUNT_CHANGED_MSG = (
+    "Your access token could not be refreshed because you have since logged out or signed in "
+    "to another account. Please sign in again."
+)
+
+
+def test_refresh_token_adopts_what_a_peer_wrote_since_our_snapshot(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    # A fresh token: nothing but the guarded reload can keep refresh_token() from POSTing.
+    path = auth_json()
+    auth = CodexAuth.from_auth_storage(codex_home)
+    assert auth is not None
+    peer = peer_refresh(token_server, "rt-0")
+    peer_write(path, peer)
+    assert token_server.post_count == 1
+
+    token = auth.refresh_token()
+
+    assert fp(token) == fp(peer["access_token"])
+    assert token_server.post_count == 1  # adopted: no second request
+    assert fp(stored_tokens(codex_home).refresh_token) == fp(peer["refresh_token"])
+
+
+def test_refresh_token_refreshes_when_storage_still_holds_our_snapshot(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    auth_json()
+    auth = CodexAuth.from_auth_storage(codex_home)
+    assert auth is not None
+
+    token = auth.refresh_token()
+
+    issued = token_server.last_issued
+    assert issued is not None and token_server.post_count == 1
+    assert fp(token) == fp(issued["access_token"])
+    # The object's snapshot moved on: a second forced refresh refreshes again.
+    auth.refresh_token()
+    assert token_server.post_count == 2
+
+
+def switch_login(codex_home: Path, server: TokenServer, other: str) -> None:
+    """Sign in to another account, log out, or store an API key, as a user would."""
+    if other == "another-account":
+        server.issue("rt-B")
+        write_auth_json(
+            codex_home, access_exp=time.time() - 60, account_id="acct-B", refresh="rt-B"
+        )
+    elif other == "logged-out":
+        (codex_home / "auth.json").unlink()
+    else:
+        write_auth_json(codex_home, tokens=False, api_key="sk-other")
+
+
+def file_bytes(path: Path) -> bytes | None:
+    return path.read_bytes() if path.exists() else None
+
+
+OTHER_LOGINS = ["another-account", "logged-out", "api-key"]
+
+
+@pytest.mark.parametrize("other", OTHER_LOGINS)
+def test_refresh_token_never_refreshes_or_adopts_another_login(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer, other: str
+) -> None:
+    auth_json(access_exp=time.time() - 60, account_id="acct-A")
+    auth = CodexAuth.from_auth_storage(codex_home)  # holds account A
+    assert auth is not None
+    switch_login(codex_home, token_server, other)
+    before = file_bytes(codex_home / "auth.json")
+
+    with pytest.raises(PermanentRefreshError) as caught:
+        auth.refresh_token()
+
+    assert caught.value.failed_reason() is RefreshTokenFailedReason.OTHER
+    assert str(caught.value) == ACCOUNT_CHANGED_MSG
+    assert token_server.post_count == 0
+    assert file_bytes(codex_home / "auth.json") == before
+
+
+@pytest.mark.parametrize("other", OTHER_LOGINS)
+def test_get_token_never_refreshes_or_adopts_a_login_switched_while_it_waited(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer, other: str
+) -> None:
+    auth_json(access_exp=time.time() - 60, account_id="acct-A")
+    auth = CodexAuth(codex_home)
+    lock = codexauth.FileStore(codex_home).lock(GUARD, lambda: False)
+    assert lock is not None
+    outcome: dict[str, Any] = {}
+    waiter = threading.Thread(target=lambda: outcome.update(call_bounded(auth.get_token)))
+    try:
+        waiter.start()
+        time.sleep(0.2)  # it read account A and queued on the lock
+        switch_login(codex_home, token_server, other)
+        before = file_bytes(codex_home / "auth.json")
+    finally:
+        lock.release()
+    waiter.join(GUARD)
+
+    error = outcome.get("error")
+    assert isinstance(error, PermanentRefreshError), type(error)
+    assert str(error) == ACCOUNT_CHANGED_MSG
+    assert token_server.post_count == 0
+    assert file_bytes(codex_home / "auth.json") == before
+
+
+def test_credentials_come_from_one_snapshot(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    auth_json(access_exp=time.time() - 60, account_id="acct-A")
+    token, account = CodexAuth(codex_home)._credentials()
+    issued = token_server.last_issued
+    assert issued is not None
+    assert (fp(token), account) == (fp(issued["access_token"]), "acct-A")
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        ((401, {"error": {"code": "refresh_token_expired"}}), "permanent"),
+        ((401, {"error": {"code": "refresh_token_reused"}}), "permanent-reused"),
+        ((500, {"error": "temporary"}), "transient"),
+    ],
+    ids=["expired", "reused", "server-error"],
+)
+def test_a_failed_proactive_refresh_serves_the_still_valid_token(
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+    caplog: pytest.LogCaptureFixture,
+    answer: tuple[int, dict[str, Any]],
+    code: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(codexauth, "REUSE_GRACE", 0.2)  # no peer will write
+    path = auth_json(access_exp=time.time() + 30)  # mandatory window: it waits, then fails
+    stored = secrets_of(path)[0]
+    token_server.fail_next(*answer)
+
+    token = CodexAuth(codex_home).get_token()
+
+    assert fp(token) == fp(stored)
+    assert token_server.post_count == 1
+    assert any(r.levelno == logging.WARNING for r in caplog.records if r.name == "codexauth")
+    assert leaked(caplog.text, secrets_of(path)) == []
+
+
+def test_a_failed_refresh_of_an_expired_token_raises(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    auth_json(access_exp=time.time() - 1)
+    token_server.fail_next(401, {"error": {"code": "refresh_token_expired"}})
+    with pytest.raises(PermanentRefreshError):
+        CodexAuth(codex_home).get_token()
+
+
+def test_a_2xx_without_an_access_token_is_no_success_for_an_expired_token(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    path = auth_json(access_exp=time.time() - 60)
+    last_refresh = load(codex_home).last_refresh
+    token_server.omit_fields = {"access_token"}
+
+    with pytest.raises(TransientRefreshError, match="without a usable access token"):
+        CodexAuth(codex_home).get_token()
+
+    # The rotated refresh token is kept (it is the only live one); the dead access
+    # token is not passed off as refreshed.
+    issued = token_server.last_issued
+    assert issued is not None
+    doc = load(codex_home)
+    assert doc.tokens is not None
+    assert fp(doc.tokens.refresh_token) == fp(issued["refresh_token"])
+    assert doc.last_refresh == last_refresh
+    assert json.loads(path.read_bytes())["tokens"]["refresh_token"] in token_server.valid
+
+
+def test_refresh_with_an_api_key_login_returns_the_key_and_writes_nothing(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    path = auth_json(tokens=False, api_key="sk-test-key")
+    before = path.read_bytes()
+    assert fp(CodexAuth(codex_home).refresh_token()) == fp("sk-test-key")
+    assert token_server.post_count == 0
+    assert digest(path.read_bytes()) == digest(before)
+    assert sorted(p.name for p in codex_home.iterdir()) == ["auth.json"]
+
+
+@pytest.mark.parametrize(
+    ("auth_mode", "api_key", "expected"),
+    [
+        ("chatgpt", "sk-ignored", codexauth.AuthMode.CHATGPT),
+        ("apikey", "sk-key", codexauth.AuthMode.API_KEY),
+        (None, "sk-key", codexauth.AuthMode.API_KEY),
+        (None, None, codexauth.AuthMode.CHATGPT),
+    ],
+    ids=["chatgpt-beats-a-key", "apikey", "no-mode-key", "no-mode-tokens"],
+)
+def test_auth_mode_decides_when_written(
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    auth_mode: str | None,
+    api_key: str | None,
+    expected: codexauth.AuthMode,
+) -> None:
+    auth_json(api_key=api_key, extra_top={} if auth_mode is None else {"auth_mode": auth_mode})
+    assert CodexAuth(codex_home).mode is expected
+
+
+@pytest.mark.parametrize(
+    "auth_mode", ["chatgptAuthTokens", "personalAccessToken", "agentIdentity", "bedrockApiKey"]
+)
+def test_a_login_mode_codexauth_cannot_serve_is_named_not_guessed(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer, auth_mode: str
+) -> None:
+    path = auth_json(access_exp=time.time() - 60, extra_top={"auth_mode": auth_mode})
+    before = path.read_bytes()
+    with pytest.raises(codexauth.UnsupportedAuthModeError) as caught:
+        CodexAuth(codex_home).get_token()
+    assert not isinstance(caught.value, codexauth.NotLoggedInError)
+    assert auth_mode in str(caught.value) and str(path) in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert token_server.post_count == 0
+    assert digest(path.read_bytes()) == digest(before)
+
+
+def test_a_peer_that_wrote_an_expired_token_is_refreshed_from_its_refresh_token(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    auth_json(access_exp=time.time() - 60)
+    auth = CodexAuth(codex_home)
+    store = codexauth.FileStore(codex_home)
+    lock = store.lock(GUARD, lambda: False)
+    assert lock is not None
+    outcome: dict[str, Any] = {}
+    waiter = threading.Thread(target=lambda: outcome.update(token=auth.get_token()))
+    try:
+        waiter.start()
+        time.sleep(0.2)  # the waiter is queued on the lock
+        # While the lock is held, a peer rotates the tokens and writes an expired one.
+        peer = peer_refresh(token_server, "rt-0")
+        peer["access_token"] = access_token(time.time() - 10)
+        peer_write(codex_home / "auth.json", peer)
+    finally:
+        lock.release()
+    waiter.join(GUARD)
+    assert not waiter.is_alive()
+
+    issued = token_server.last_issued
+    assert issued is not None and token_server.post_count == 2
+    assert token_server.requests[-1]["refresh_token"] == peer["refresh_token"]
+    assert fp(outcome["token"]) == fp(issued["access_token"])
+    assert codexauth._jwt_expiry(outcome["token"]) or time.time() < 0
+
+
+def test_a_clock_hours_ahead_does_not_refresh_on_every_call(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    auth_json(access_exp=time.time() - 60)
+    ahead = lambda: time.time() + 2 * 3600  # noqa: E731  # this machine's clock, 2 h fast
+
+    for _ in range(3):
+        for _ in range(4):  # new processes, as far as caches go
+            CodexAuth(codex_home, now=ahead).get_token()
+
+    assert token_server.post_count == 1
+    state = json.loads((codex_home / STATE_FILE).read_bytes())
+    assert 7000 < state["clock_skew"] < 7400
+
+
+@pytest.mark.parametrize(
+    "retry_after", ["time.time() + 3600", "float('inf')", "float('nan')", "1e300"]
+)
+def test_a_backoff_is_honoured_only_up_to_its_own_length(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer, retry_after: str
+) -> None:
+    path = auth_json(access_exp=time.time() - 60)
+    fingerprint = codexauth._fingerprint(json.loads(path.read_bytes())["tokens"]["refresh_token"])
+    state = {"refresh_token_sha256": fingerprint, "reason": None, "retry_after": eval(retry_after)}
+    (codex_home / STATE_FILE).write_text(json.dumps(state))  # json writes inf/nan as Infinity/NaN
+
+    CodexAuth(codex_home).get_token()
+
+    assert token_server.post_count == 1
