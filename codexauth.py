@@ -750,10 +750,14 @@ def _write_in_place(path: str, data: bytes) -> None:
     """Overwrite an existing file keeping its inode, owner and group.
 
     Its inode matters: a file bind-mounted into a container (or hard-linked)
-    is the same file only while nobody renames a new one over it.  The new
-    bytes are padded with white space (valid at the end of JSON) to the old
-    length, so a reader never sees the new start with the old tail, and the
-    blocks are allocated first, so a full disk fails before a byte changes.
+    is the same file only while nobody renames a new one over it.  No
+    moment of the write leaves valid JSON that is neither the old file nor
+    the new one: the first byte is spoilt first and put right last, with the
+    rest synced in between, so a kill or a crash mid-write leaves a file no
+    parser accepts (readers wait, and the pending copy finishes it; see
+    FileStore.write).  The new bytes are padded with white space to the old
+    length and the blocks are allocated first, so a full disk fails before a
+    byte changes.
     """
     fd = _open_regular(path, os.O_RDWR)
     try:
@@ -767,12 +771,19 @@ def _write_in_place(path: str, data: bytes) -> None:
                     raise  # ENOSPC: nothing was changed
         if st.st_mode & 0o077:
             os.fchmod(fd, 0o600)  # tokens are owner-only, as Codex writes them
-        os.lseek(fd, 0, os.SEEK_SET)
-        _write_all(fd, padded)
+        _pwrite_all(fd, b"#", 0)  # not JSON from here on...
+        _pwrite_all(fd, padded[1:], 1)
         os.ftruncate(fd, len(padded))
+        os.fsync(fd)
+        _pwrite_all(fd, padded[:1], 0)  # ...until the new file is whole
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    os.lseek(fd, offset, os.SEEK_SET)
+    _write_all(fd, data)
 
 
 def _write_new(path: str, data: bytes, like: os.stat_result | None) -> None:

@@ -275,12 +275,14 @@ class ReadOnlyHome:
         key = hashlib.sha256(real.encode()).hexdigest()[:16]
         return self.user_home / ".local" / "state" / "codexauth" / key
 
-    def run(self, server: TokenServer, *cli: str) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, server: TokenServer, *cli: str, stdin: str = ""
+    ) -> subprocess.CompletedProcess[str]:
         env = py_env(self.codex_home, server.url, env={"HOME": str(self.user_home)})
         for var in [v for v in env if v.startswith("XDG_")]:
             del env[var]  # platformdirs' default: ~/.local/state
         argv, kwargs = _child_argv(self.how, ["-m", "codexauth", *cli])
-        return subprocess.run(argv, env=env, capture_output=True, text=True, **kwargs)
+        return subprocess.run(argv, env=env, input=stdin, capture_output=True, text=True, **kwargs)
 
 
 @pytest.fixture
@@ -406,7 +408,7 @@ CODEX_LIKE_PEER = r"""
 import json, os, sys, time, urllib.error, urllib.request
 from datetime import datetime, timezone
 
-path, url, write_lag = sys.argv[1], sys.argv[2], float(sys.argv[3])
+path, url, write_lag, style = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 with open(path, "rb") as f:
     doc = json.load(f)
 wait_at_barrier()
@@ -427,26 +429,50 @@ except urllib.error.HTTPError as exc:
 time.sleep(write_lag)
 doc["tokens"].update(new)
 doc["last_refresh"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-time.sleep(0.005)  # a reader landing here finds an empty file
-os.write(fd, json.dumps(doc, indent=2).encode())
-os.close(fd)
+if style == "truncate":  # Codex CLI before 0.171
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    time.sleep(0.005)  # a reader landing here finds an empty file
+    os.write(fd, json.dumps(doc, indent=2).encode())
+    os.close(fd)
+else:  # 0.171: flock(LOCK_EX) on auth.lock, blocking, only to write by rename
+    import fcntl
+    with open(os.path.join(os.path.dirname(path), "auth.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with open(path + ".tmp", "w") as tmp:
+            os.fchmod(tmp.fileno(), 0o600)
+            tmp.write(json.dumps(doc, indent=2))
+        os.replace(path + ".tmp", path)
 print("won", new["access_token"])
 """
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("peer_first", "write_lag", "winner"),
-    [(True, 0.3, "peer"), (True, 0.0, "peer"), (False, 0.0, "codexauth")],
+    ("peer_first", "write_lag", "winner", "style"),
+    [
+        (True, 0.3, "peer", "truncate"),
+        (True, 0.0, "peer", "truncate"),
+        (False, 0.0, "codexauth", "truncate"),
+        (True, 0.3, "peer", "flock-rename"),
+        (True, 0.0, "peer", "flock-rename"),
+        (False, 0.0, "codexauth", "flock-rename"),
+    ],
     ids=[
         "peer-rotates-first-writes-after-our-reused-answer",
         "peer-rotates-first-writes-before-our-reused-answer",
         "codexauth-rotates-first-peer-gets-reused",
+        "0.171-peer-rotates-first-writes-after-our-reused-answer",
+        "0.171-peer-rotates-first-writes-before-our-reused-answer",
+        "0.171-codexauth-rotates-first-peer-gets-reused",
     ],
 )
 def test_lockless_peer_racing_codexauth(
-    codex_home: Path, token_server: TokenServer, peer_first: bool, write_lag: float, winner: str
+    codex_home: Path,
+    token_server: TokenServer,
+    peer_first: bool,
+    write_lag: float,
+    winner: str,
+    style: str,
 ) -> None:
     write_auth_json(codex_home, access=access_token(time.time() - 60), refresh="rt-0")
     # Both requests arrive within the endpoint's delay; it rotates for whichever came first.
@@ -455,7 +481,7 @@ def test_lockless_peer_racing_codexauth(
     with Racers(env) as peer_group, Racers(env) as ours:
         peer_group.spawn(
             code=CODEX_LIKE_PEER,
-            args=[str(codex_home / "auth.json"), token_server.url, str(write_lag)],
+            args=[str(codex_home / "auth.json"), token_server.url, str(write_lag), style],
         )
         for _ in range(8):
             ours.spawn(["token"])
@@ -479,3 +505,193 @@ def test_lockless_peer_racing_codexauth(
     assert survives, "auth.json holds a refresh token the server spent"
     # The peer's POST plus at most one of ours; the loser was told refresh_token_reused.
     assert sorted(token_server.redacted_log()) == ["200", "401 refresh_token_reused"]
+
+
+# One lock per real auth.json #################################################
+
+
+@pytest.mark.slow
+def test_two_homes_linking_one_auth_json_make_one_post(
+    tmp_path: Path, token_server: TokenServer
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o700)
+    target = write_auth_json(shared, access=access_token(time.time() - 60))
+    homes = []
+    for name in ("home-a", "home-b"):
+        home = tmp_path / name / ".codex"
+        home.mkdir(parents=True, mode=0o700)
+        (home / "auth.json").symlink_to(target)
+        homes.append(home)
+    token_server.delay = 0.1
+
+    with contextlib.ExitStack() as stack:
+        groups = [stack.enter_context(Racers(py_env(h, token_server.url))) for h in homes]
+        for group in groups:
+            for _ in range(8):
+                group.spawn(["token"])
+        for group in groups:
+            group.wait_ready()
+        for group in groups:
+            group.release()
+        results = [r for group in groups for r in group.finish(timeout=CHILD_TIMEOUT)]
+
+    assert [r.returncode for r in results] == [0] * 16, [r.stderr[-300:] for r in results]
+    assert token_server.post_count == 1
+    assert len({fp(r.stdout.strip()) for r in results}) == 1
+
+
+HOLD_AND_DELETE_LOCK = r"""
+import os, sys, codexauth
+lock = codexauth.FileStore(os.environ["CODEX_HOME"]).lock(10, lambda: False)
+print("locked", flush=True)
+sys.stdin.readline()
+lock.release()
+"""
+
+
+def test_deleting_auth_lock_mid_refresh_does_not_allow_a_second_post(
+    codex_home: Path, token_server: TokenServer
+) -> None:
+    write_auth_json(codex_home, access=access_token(time.time() - 60))
+    token_server.delay = 1.0
+    env = py_env(codex_home, token_server.url)
+    with Racers(env) as first, Racers(env) as second:
+        first.spawn(["token"])
+        first.release()
+        wait_until(lambda: token_server.post_count == 1)  # it holds the lock, mid-POST
+        (codex_home / "auth.lock").unlink()  # someone "cleans up" the lock
+        second.spawn(["token"])
+        second.release()
+        results = first.finish(timeout=CHILD_TIMEOUT) + second.finish(timeout=CHILD_TIMEOUT)
+
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    assert token_server.post_count == 1
+    assert len({fp(r.stdout.strip()) for r in results}) == 1
+
+
+def test_lock_timeout_message_does_not_invite_deleting_the_lock(codex_home: Path) -> None:
+    write_auth_json(codex_home, access=access_token(time.time() - 60))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_AND_DELETE_LOCK],
+        env=py_env(codex_home),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        result = run_py(
+            ["-m", "codexauth", "--lock-timeout", "0.3", "token"], codex_home=codex_home
+        )
+    finally:
+        holder.communicate("go\n", timeout=CHILD_TIMEOUT)
+    assert result.returncode == 5
+    message = one_line(result.stderr)
+    assert "another process" in message
+    assert not any(word in message.lower() for word in ("delete", "remove", "rm "))
+
+
+# fork() ######################################################################
+
+FORK_CHILD = r"""
+import json, multiprocessing, os, subprocess, sys, codexauth
+home = os.environ["CODEX_HOME"]
+
+def refresh_in_worker():
+    return codexauth.CodexAuth(home, lock_timeout=5).refresh_token()
+
+lock = codexauth.FileStore(home).lock(5, lambda: False)  # as if mid-refresh in a thread
+pool = multiprocessing.get_context("fork").Pool(1)  # forked while the lock is held
+lock.release()
+other = subprocess.run([sys.executable, "-m", "codexauth", "--lock-timeout", "5", "refresh"],
+                       capture_output=True, text=True, timeout=30)
+try:
+    worker = pool.apply(refresh_in_worker) is not None
+except Exception as exc:
+    worker = type(exc).__name__
+pool.terminate()
+print(json.dumps({"other": [other.returncode, other.stderr], "worker": worker}))
+"""
+
+
+def test_a_forked_child_neither_keeps_nor_inherits_the_refresh_lock(
+    codex_home: Path, token_server: TokenServer
+) -> None:
+    write_auth_json(codex_home)
+    result = run_py(FORK_CHILD, codex_home=codex_home, token_url=token_server.url, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    # Another process refreshes while the worker lives; so does the worker itself.
+    assert report["other"] == [0, ""]
+    assert report["worker"] is True
+    assert token_server.post_count == 2
+
+
+# Special files where ours should be ##########################################
+
+
+@pytest.mark.parametrize("command", ["status", "token", "header"])
+def test_a_fifo_at_auth_json_is_an_error_not_a_hang(codex_home: Path, command: str) -> None:
+    os.mkfifo(codex_home / "auth.json", 0o600)
+    result = run_py(["-m", "codexauth", command], codex_home=codex_home, timeout=CHILD_TIMEOUT)
+    assert result.returncode == 1
+    assert "not a regular file" in one_line(result.stderr)
+
+
+def test_a_fifo_at_auth_lock_is_an_error_not_a_hang(
+    codex_home: Path, token_server: TokenServer
+) -> None:
+    write_auth_json(codex_home, access=access_token(time.time() - 60))
+    os.mkfifo(codex_home / "auth.lock", 0o600)
+    result = run_py(
+        ["-m", "codexauth", "token"], codex_home=codex_home, token_url=token_server.url
+    )
+    assert result.returncode == 1
+    assert "auth.lock" in one_line(result.stderr)
+    assert token_server.post_count == 0
+
+
+# Root, and the user's files ##################################################
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_a_refresh_run_as_root_leaves_the_users_files_theirs(
+    codex_home: Path, token_server: TokenServer
+) -> None:
+    def users_login(refresh: str) -> None:
+        path = write_auth_json(codex_home, access=access_token(time.time() - 60), refresh=refresh)
+        for p in (codex_home.parent, codex_home, path):
+            os.chown(p, NOBODY, NOBODY)
+
+    def sudo_token() -> subprocess.CompletedProcess[str]:
+        cli = ["-m", "codexauth", "token"]
+        return run_py(cli, codex_home=codex_home, token_url=token_server.url)
+
+    users_login("rt-0")
+    token_server.fail_next(500, {"error": "temporary"})
+    assert sudo_token().returncode == 5  # root creates auth.lock and the state file
+    token_server.issue("rt-1")
+    users_login("rt-1")
+    refreshed = sudo_token()  # root rewrites auth.json
+    assert refreshed.returncode == 0, refreshed.stderr
+
+    owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in codex_home.iterdir()}
+    assert set(owners) == SIDECARS
+    assert set(owners.values()) == {(NOBODY, NOBODY)}, owners
+    way = bound_by_modes()
+    if way is not None and way[0] == "nobody":  # and the user can still use the login
+        argv, kwargs = _child_argv("nobody", ["-m", "codexauth", "token"])
+        env = py_env(codex_home, token_server.url)
+        as_user = subprocess.run(argv, env=env, capture_output=True, text=True, **kwargs)
+        assert as_user.returncode == 0, as_user.stderr
+
+
+def test_login_with_an_api_key_in_a_read_only_home_makes_the_file_owner_only(
+    read_only_home: ReadOnlyHome, token_server: TokenServer
+) -> None:
+    path = read_only_home.write_auth(0o644)
+    result = read_only_home.run(token_server, "login", "--api-key", stdin="sk-new-key\n")
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_bytes())["OPENAI_API_KEY"] == "sk-new-key"

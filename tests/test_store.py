@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from support import TokenServer, access_token, fp, id_token, make_jwt, py_env, run_py
+from support import (
+    TokenServer,
+    access_token,
+    fp,
+    id_token,
+    make_jwt,
+    py_env,
+    run_py,
+    write_auth_json,
+)
 
 import codexauth
 from codexauth import AuthDotJson, AuthFileError, CodexAuth, CodexAuthError, TokenData
@@ -831,3 +840,237 @@ def test_stat_cache_trusts_only_files_older_than_the_racy_window(
     assert st.st_ctime_ns == ctime_ns
     snapshot = codexauth._Snapshot(AuthDotJson(openai_api_key="k"), st)
     assert snapshot.trusted is trusted
+
+
+# Writes that keep the inode, and what a kill or a full disk leaves ###########
+
+
+def test_a_shorter_new_file_leaves_no_stale_tail(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    long_token = make_jwt({"exp": int(time.time()) - 60, "pad": "x" * 3000})
+    path = auth_json(access=long_token)
+    size = path.stat().st_size
+
+    token = CodexAuth(codex_home).get_token()
+
+    issued = token_server.last_issued
+    assert issued is not None and fp(token) == fp(issued["access_token"])
+    doc = read_doc(path)  # parses: no tail of the longer old file
+    assert fp(doc["tokens"]["access_token"]) == fp(issued["access_token"])
+    assert len(json.dumps(doc, indent=2)) < size
+
+
+FSYNC_SPY_CHILD = r"""
+import json, os, codexauth
+events = []
+def where(fd):
+    return os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+real_fsync, real_replace, real_unlink = os.fsync, os.replace, os.unlink
+def fsync(fd):
+    events.append(["fsync", where(fd)])
+    real_fsync(fd)
+def replace(src, dst, *a, **k):
+    events.append(["replace", os.path.basename(src), os.path.basename(dst)])
+    real_replace(src, dst, *a, **k)
+def unlink(path, *a, **k):
+    events.append(["unlink", os.path.basename(path)])
+    real_unlink(path, *a, **k)
+os.fsync, os.replace, os.unlink = fsync, replace, unlink
+codexauth.CodexAuth(os.environ["CODEX_HOME"]).get_token()
+print(json.dumps(events))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_every_write_is_on_disk_before_the_next_step(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    auth_json(access_exp=time.time() - 60)
+    result = run_py(FSYNC_SPY_CHILD, codex_home=codex_home, token_url=token_server.url)
+    assert result.returncode == 0, result.stderr[-2000:]
+    events = [tuple(e) for e in json.loads(result.stdout)]
+
+    replaced = [e for e in events if e[0] == "replace" and e[2] == "codexauth-pending.json"]
+    assert len(replaced) == 1
+    temp = replaced[0][1]
+    steps = [
+        ("fsync", temp),  # the pending copy is on disk before it takes its name...
+        replaced[0],
+        ("fsync", "auth.json"),  # ...before auth.json is overwritten and synced...
+        ("unlink", "codexauth-pending.json"),  # ...before the copy goes
+    ]
+    positions = [events.index(step) for step in steps]
+    assert positions == sorted(positions), events
+
+
+KILLED_MID_WRITE_CHILD = r"""
+import os, signal, codexauth
+real = codexauth._pwrite_all
+def die_halfway_through_the_bulk(fd, data, offset):
+    if offset == 1:  # the body of auth.json, after its first byte was spoilt
+        real(fd, data[: len(data) // 2], offset)
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(fd, data, offset)
+codexauth._pwrite_all = die_halfway_through_the_bulk
+codexauth.CodexAuth(os.environ["CODEX_HOME"]).get_token()
+"""
+
+
+def test_a_write_killed_midway_is_finished_by_the_next_reader(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    path = auth_json(access_exp=time.time() - 60, extra_top=EXTRA_TOP)
+    result = run_py(KILLED_MID_WRITE_CHILD, codex_home=codex_home, token_url=token_server.url)
+    assert result.returncode == -9, result.stderr[-2000:]
+    assert token_server.post_count == 1
+    with pytest.raises(ValueError):
+        json.loads(path.read_bytes())  # torn by the kill
+
+    token = CodexAuth(codex_home).get_token()
+
+    issued = token_server.last_issued
+    assert issued is not None
+    assert token_server.post_count == 1  # the spent token's successor was not lost
+    assert fp(token) == fp(issued["access_token"])
+    doc = read_doc(path)
+    assert fp(doc["tokens"]["refresh_token"]) == fp(issued["refresh_token"])
+    assert doc["future"] == EXTRA_TOP["future"]
+    assert not (codex_home / "codexauth-pending.json").exists()
+
+
+INTERRUPTED_CHILD = r"""
+import os, signal, sys, codexauth
+real_fsync = os.fsync
+def fsync_then_ctrl_c(fd):
+    real_fsync(fd)
+    os.fsync = real_fsync
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C just after the first fsync of the write
+os.fsync = fsync_then_ctrl_c
+sys.exit(codexauth.main(["token"]))
+"""
+
+
+def test_ctrl_c_during_the_write_loses_no_tokens(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    path = auth_json(access_exp=time.time() - 60)
+    result = run_py(INTERRUPTED_CHILD, codex_home=codex_home, token_url=token_server.url)
+    assert result.returncode == 130, result.stderr[-2000:]
+    assert token_server.post_count == 1
+    issued = token_server.last_issued
+    assert issued is not None
+    doc = read_doc(path)
+    assert fp(doc["tokens"]["refresh_token"]) == fp(issued["refresh_token"])
+    assert doc["tokens"]["refresh_token"] in token_server.valid
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mount namespaces are Linux")
+def test_a_host_refresh_reaches_a_container_that_bind_mounted_the_file(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer, tmp_path: Path
+) -> None:
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        pytest.skip("needs unshare(1) and mount(8)")
+    host = auth_json(access_exp=time.time() - 60)  # the host's ~/.codex/auth.json
+    container_home = tmp_path / "container"
+    container_home.mkdir(mode=0o700)
+    in_container = container_home / "auth.json"
+    in_container.touch()
+    # `docker run -v ~/.codex/auth.json:/root/.codex/auth.json`: the host refreshes, then
+    # the container reads through its bind mount of the file.
+    script = (
+        'mount --bind "$1" "$2" || exit 77; '
+        f'"{sys.executable}" -m codexauth token >/dev/null || exit 1; '
+        'cmp -s "$1" "$2" && echo same || echo cut-loose'
+    )
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, "sh", str(host), str(in_container)],
+        env=py_env(codex_home, token_server.url),
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT,
+    )
+    if result.returncode == 77:
+        pytest.skip(f"cannot bind-mount here: {result.stderr.strip()[:200]}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["same"]
+    assert token_server.post_count == 1
+
+
+DISK_FULL_CHILD = r"""
+import json, os, subprocess, sys
+mnt, src, grow = sys.argv[1], sys.argv[2], sys.argv[3] == "grow"
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=700", "tmpfs", mnt], check=True)
+home = os.path.join(mnt, "codex")
+os.mkdir(home, 0o700)
+with open(src, "rb") as f, open(os.path.join(home, "auth.json"), "wb") as out:
+    out.write(f.read())
+os.chmod(os.path.join(home, "auth.json"), 0o600)
+with open(os.path.join(mnt, "filler"), "wb", buffering=0) as filler:  # fill every block
+    try:
+        while True:
+            filler.write(b"\0" * 4096)
+    except OSError:
+        pass
+env = dict(os.environ, CODEX_HOME=home)
+run = lambda: subprocess.run([sys.executable, "-m", "codexauth", "token"], env=env,
+                             capture_output=True, text=True, timeout=30)
+first = run()
+os.unlink(os.path.join(mnt, "filler"))  # the user frees some space
+second = run()
+with open(os.path.join(home, "auth.json"), "rb") as f:
+    final = json.load(f)
+print(json.dumps({"first": [first.returncode, first.stdout, first.stderr],
+                  "second": [second.returncode, second.stdout, second.stderr],
+                  "refresh_token": final["tokens"]["refresh_token"]}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tmpfs and mount namespaces")
+@pytest.mark.parametrize("growth", ["same-size", "grow"])
+def test_a_full_disk_after_the_post_loses_no_tokens(
+    codex_home: Path, tmp_path: Path, token_server: TokenServer, growth: str
+) -> None:
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs unshare(1) and root to mount a tmpfs")
+    source = tmp_path / "auth.json"
+    if growth == "grow":
+        # A short token now and a page's worth of other fields: the new file needs one
+        # more block than the old, which the full disk cannot give.
+        overdue = datetime.now(timezone.utc) - timedelta(days=9)
+        kwargs: dict[str, Any] = {"access": "x", "access_exp": None, "last_refresh": overdue}
+        bare = write_auth_json(tmp_path, extra_top={"pad": ""}, **kwargs).stat().st_size
+        old = write_auth_json(tmp_path, extra_top={"pad": "p" * (4060 - bare)}, **kwargs)
+        assert old.stat().st_size == 4060  # one page; the new tokens take it past 4096
+    else:
+        old = write_auth_json(tmp_path, access_exp=time.time() - 60)
+    assert old == source
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    runtime = tmp_path / "run"  # the per-user runtime dir, on another filesystem
+    runtime.mkdir(mode=0o700)
+    env = py_env(codex_home, token_server.url, env={"XDG_RUNTIME_DIR": str(runtime)})
+    result = subprocess.run(
+        ["unshare", "-m", sys.executable, "-c", DISK_FULL_CHILD, str(mnt), str(source), growth],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT * 2,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    issued = token_server.last_issued
+    assert issued is not None
+    (code1, out1, err1), (code2, out2, err2) = report["first"], report["second"]
+    assert code1 == 0, err1
+    assert fp(out1.strip()) == fp(issued["access_token"])  # the tokens reached the caller
+    if growth == "grow":
+        # auth.json could not take them: one loud line says where they are.
+        assert err1.count("\n") == 1 and str(runtime) in err1, err1
+    else:
+        assert err1 == ""  # written in place: no new block was needed
+    assert code2 == 0, err2
+    assert fp(out2.strip()) == fp(issued["access_token"])
+    assert token_server.post_count == 1  # the next process picked them up: no new POST
+    assert fp(report["refresh_token"]) == fp(issued["refresh_token"])
+    assert list(runtime.rglob("*.json")) == []
