@@ -338,13 +338,21 @@ def _jwt_claims(token: str) -> dict[str, Any] | None:
     return claims if isinstance(claims, dict) else None
 
 
+# 0001-01-01T00:00:00Z, the earliest moment a datetime can hold.
+_EARLIEST_EXP = -62135596800.0
+
+
 def _jwt_expiry(token: str) -> float | None:
     """The `exp` claim in seconds since the epoch, or None."""
     exp = (_jwt_claims(token) or {}).get("exp")
     if isinstance(exp, bool) or not isinstance(exp, (int, float)):
         return None
     # NaN and values past year 5000 are no expiry we can act on.
-    return float(exp) if exp == exp and abs(exp) < 1e11 else None
+    if exp != exp or exp >= 1e11:
+        return None
+    # An `exp` before year 1 is as expired as any past date (chrono, which Codex
+    # uses, can hold it); clamped, so that datetime can show it.
+    return float(max(exp, _EARLIEST_EXP))
 
 
 def _str_claim(mapping: Mapping[str, Any], key: str) -> str | None:
@@ -403,6 +411,12 @@ def _expect_str(value: object, field: str, *, nullable: bool) -> str | None:
     raise ValueError(f"{field} must be {wanted}, not {type(value).__name__}")
 
 
+def _expect_token_chars(value: str, field: str) -> None:
+    """A token goes after `Bearer ` in a header: printable ASCII without spaces, or nothing."""
+    if not (value.isascii() and value.isprintable()) or " " in value:  # C speed: read often
+        raise ValueError(f"{field} must be printable ASCII without spaces")
+
+
 def _parse_tokens(raw: object) -> TokenData:
     if not isinstance(raw, dict):
         raise ValueError(f"tokens must be an object, not {type(raw).__name__}")
@@ -411,6 +425,8 @@ def _parse_tokens(raw: object) -> TokenData:
         if key not in raw:
             raise ValueError(f"tokens.{key} is missing")
     values = {key: _expect_str(raw[key], f"tokens.{key}", nullable=False) for key in known}
+    for key in ("access_token", "refresh_token"):
+        _expect_token_chars(values[key] or "", f"tokens.{key}")
     return TokenData(
         id_token=parse_id_token(values["id_token"] or ""),
         access_token=values["access_token"] or "",
@@ -425,6 +441,7 @@ def _auth_from_json(data: Any) -> AuthDotJson:
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, found {type(data).__name__}")
     api_key = _expect_str(data.get("OPENAI_API_KEY"), "OPENAI_API_KEY", nullable=True)
+    _expect_token_chars(api_key or "", "OPENAI_API_KEY")
     raw_tokens = data.get("tokens")
     tokens = None if raw_tokens is None else _parse_tokens(raw_tokens)
     raw_refresh = _expect_str(data.get("last_refresh"), "last_refresh", nullable=True)
@@ -589,7 +606,10 @@ def find_codex_home() -> str:
 
 
 def _home(codex_home: StrPath | None) -> str:
-    return find_codex_home() if codex_home is None else os.path.abspath(os.fspath(codex_home))
+    if codex_home is None:
+        return find_codex_home()
+    # `~` expanded as a shell would have: `--codex-home '~/x'` must not mean ./~/x.
+    return os.path.abspath(os.path.expanduser(os.fspath(codex_home)))
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
