@@ -1169,6 +1169,31 @@ class CodexAuth:
             _log(level, "refresh not done, using the still-valid access token: %s", exc)
             return auth.tokens.access_token
 
+    def _credentials(self) -> tuple[str, str | None]:
+        """The token to send and its ChatGPT account id (None for an API key), from one login.
+
+        Provisional (branch wt-cli): reading the account separately could pair one
+        login's token with another's account id when auth.json changes in between.
+        """
+
+        def holds(snapshot: _Snapshot | None) -> bool:
+            auth = snapshot.auth if snapshot is not None else None
+            if auth is None or auth.openai_api_key is not None:
+                return auth is not None and auth.openai_api_key == token
+            return auth.tokens is not None and auth.tokens.access_token == token
+
+        token = self.get_token()
+        snapshot = self._snapshot
+        if not holds(snapshot):
+            snapshot = self._load(force=True)
+            if not holds(snapshot):
+                return token, None  # auth.json no longer holds it: its account is unknown
+        assert snapshot is not None  # holds() checked
+        tokens = snapshot.auth.tokens
+        if snapshot.auth.mode is AuthMode.API_KEY or tokens is None:
+            return token, None
+        return token, _account(tokens)
+
     def refresh_token(self) -> str:
         """Refresh now (single-flight: adopts a peer's refresh); the new access token."""
         return self._refresh(self._require_tokens()[1], force=True)
@@ -1396,18 +1421,29 @@ class RequestsAuth:
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         token = _set_auth_headers(self.codex, r.headers)
-        tell = getattr(r.body, "tell", None)
-        body_position = tell() if tell is not None else None
+        origin = _origin(r.url or "")
+        replayable, body_position = _replay_position(r.body)
         retried = False
 
         def on_response(response: requests.Response, **kwargs: Any) -> requests.Response:
+            # Redirect hops run this hook too: a 401 from another origin is not about
+            # our token, and the request there must never be given one.
             # Only one retry: the resent copy carries this hook too (requests runs no
             # hooks on it today; the flag keeps a future version from looping).
             nonlocal retried
-            if response.status_code != 401 or retried:
+            sent = response.request
+            if response.is_redirect and _redirect_origin(response) != origin:
+                # requests strips only Authorization on such a hop; the account id
+                # stays ours too.  The next hop's request is a copy of `sent`.
+                sent.headers.pop("ChatGPT-Account-Id", None)
+            if retried or not _rejected(
+                response.status_code, sent.url, sent.headers, origin, token
+            ):
                 return response
             retried = True
-            if self.codex.recover_unauthorized(token) is None:
+            # A body that cannot be sent again (a generator, a pipe) gets its 401 back
+            # as is: a refresh it could not use would be spent for nothing.
+            if not replayable or self.codex.recover_unauthorized(token) is None:
                 return response
             return self._resend(response, body_position, **kwargs)
 
@@ -1422,7 +1458,7 @@ class RequestsAuth:
 
         request = response.request
         if body_position is not None:
-            request.body.seek(body_position)  # type: ignore[union-attr]  # tell() worked
+            request.body.seek(body_position)  # type: ignore[union-attr]  # _replay_position checked
         response.content  # noqa: B018  # drain the body so the connection is reused
         response.close()
         retry = request.copy()
@@ -1435,14 +1471,67 @@ class RequestsAuth:
         return second
 
 
+def _replay_position(body: object) -> tuple[bool, int | None]:
+    """Whether a requests body can be sent twice, and where a file body starts.
+
+    In-memory bodies can; a file only if it is seekable and tell() works.  A
+    generator or a pipe can be read once only: nothing to rewind, and no tell()
+    before the first send, where a pipe's raises ESPIPE.
+    """
+    if body is None or isinstance(body, (bytes, bytearray, memoryview, str)):
+        return True, None
+    seekable = getattr(body, "seekable", None)
+    tell = getattr(body, "tell", None)
+    if callable(seekable) and callable(tell) and callable(getattr(body, "seek", None)):
+        with contextlib.suppress(OSError, ValueError):  # ValueError: a closed file
+            if seekable():
+                return True, int(tell())
+    return False, None
+
+
+def _redirect_origin(response: requests.Response) -> tuple[str, str, int | None]:
+    """The origin a requests redirect response sends the client to."""
+    from urllib.parse import urljoin  # deferred: only adapters follow redirects
+
+    return _origin(urljoin(response.url, response.headers.get("location", "")))
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, the default port filled in: what a token is bound to."""
+    from urllib.parse import urlsplit  # deferred: only adapters compare origins
+
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # a port out of range: compares equal to nothing real
+        port = -1
+    if port is None:
+        port = {"http": 80, "https": 443}.get(scheme)
+    return scheme, parts.hostname or "", port
+
+
+def _rejected(
+    status: int, url: object, headers: Any, origin: tuple[str, str, int | None], token: str
+) -> bool:
+    """Whether a response is the origin refusing `token`: only then can a new token help.
+
+    A 401 from elsewhere (a redirect to another host), or to a request that no
+    longer carried the token (stripped on a redirect), says nothing about it.
+    """
+    return (
+        status == 401
+        and _origin(str(url or "")) == origin
+        and headers.get("Authorization") == f"Bearer {token}"
+    )
+
+
 def _set_auth_headers(codex: CodexAuth, headers: Any) -> str:
     """Authorization, plus ChatGPT-Account-Id in ChatGPT mode; returns the token sent."""
-    token = codex.get_token()
+    token, account = codex._credentials()  # one login: never a token with another's account
     headers["Authorization"] = f"Bearer {token}"
-    if codex.mode is AuthMode.CHATGPT:
-        account = codex.get_account_id()
-        if account:
-            headers["ChatGPT-Account-Id"] = account
+    if account:
+        headers["ChatGPT-Account-Id"] = account
     return token
 
 
@@ -1467,6 +1556,14 @@ def _build_httpx_auth_class() -> type:
     except ImportError as exc:
         raise ImportError("codexauth.HttpxAuth needs httpx: pip install httpx") from exc
 
+    def rejected(
+        response: httpx.Response, origin: tuple[str, str, int | None], token: str
+    ) -> bool:
+        # With follow_redirects, `response` ends the chain: its request may have
+        # gone to another origin (httpx strips Authorization there).
+        sent = response.request
+        return _rejected(response.status_code, sent.url, sent.headers, origin, token)
+
     class _HttpxAuth(httpx.Auth):
         requires_request_body = True  # the retry re-sends the body
 
@@ -1477,8 +1574,9 @@ def _build_httpx_auth_class() -> type:
             self, request: httpx.Request
         ) -> Generator[httpx.Request, httpx.Response, None]:
             token = _set_auth_headers(self.codex, request.headers)
+            origin = _origin(str(request.url))
             response = yield request
-            if response.status_code == 401:
+            if rejected(response, origin, token):
                 retry_token = self.codex.recover_unauthorized(token)
                 if retry_token is not None:
                     _set_auth_headers(self.codex, request.headers)
@@ -1495,8 +1593,9 @@ def _build_httpx_auth_class() -> type:
                 )
             else:
                 token = _set_auth_headers(self.codex, request.headers)
+            origin = _origin(str(request.url))
             response = yield request
-            if response.status_code == 401:
+            if rejected(response, origin, token):
                 retry_token = await anyio.to_thread.run_sync(
                     self.codex.recover_unauthorized, token
                 )
