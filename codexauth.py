@@ -1608,6 +1608,10 @@ def _build_httpx_auth_class() -> type:
 
 # CLI #########################################################################
 
+# What the CLI accepts: `login --api-key`'s line, and `demo -n`'s process count.
+MAX_API_KEY_BYTES = 4096
+MAX_DEMO_PROCESSES = 256
+
 
 def _exit_code(exc: CodexAuthError) -> int:
     """The exit-code table, in one place."""
@@ -1658,7 +1662,7 @@ def _status(auth: CodexAuth) -> dict[str, Any]:
 
 def _print_status(info: dict[str, Any]) -> None:
     if not info["logged_in"]:
-        print(f"Not logged in (no login in {info['auth_file']}). Run `codex login`.")
+        print(f"Not logged in (no login in {_printable(info['auth_file'])}). Run `codex login`.")
         return
     labels = [
         ("mode", "Mode"),
@@ -1676,10 +1680,21 @@ def _print_status(info: dict[str, Any]) -> None:
         value = info[key]
         if value is None:
             continue
-        shown = ("yes" if value else "no") if isinstance(value, bool) else value
+        shown = ("yes" if value else "no") if isinstance(value, bool) else _printable(value)
         if key in ("access_token_expires_at", "last_refresh"):
             shown = f"{value} ({_relative(_parse_rfc3339(value).timestamp() - time.time())})"
         print(f"{label + ':':<19}{shown}")
+
+
+def _printable(text: str) -> str:
+    """`text` with each unprintable character escaped as Python would (``\\x1b``, ``\\n``).
+
+    The id_token's claims and the paths are not ours: a newline, an ANSI escape,
+    a bidi override or a lone surrogate in them must not forge or garble output.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _relative(seconds: float) -> str:
@@ -1751,7 +1766,14 @@ def _build_parser() -> Any:
         "--api-key", action="store_true", required=True, help="read the key from stdin"
     )
     demo = command("demo", "race N processes on an expired login against a local endpoint")
-    demo.add_argument("-n", "--processes", type=int, default=16, metavar="N")
+    demo.add_argument(
+        "-n",
+        "--processes",
+        type=_process_count,
+        default=16,
+        metavar="N",
+        help=f"how many processes (1 to {MAX_DEMO_PROCESSES}, default 16)",
+    )
     return parser
 
 
@@ -1768,8 +1790,39 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _process_count(text: str) -> int:
+    """argparse type for demo's process count (bad input is a usage error)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_DEMO_PROCESSES:
+        raise argparse.ArgumentTypeError(
+            f"expected 1 to {MAX_DEMO_PROCESSES} processes, got {text!r}"
+        )
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     """The `codexauth` command; returns the exit code."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # Flushed here, not at exit: there a reader gone away (`codexauth token |
+            # head -c0`) would print "Exception ignored ... BrokenPipeError", exit 120.
+            if sys.stdout is not None:  # None under pythonw
+                sys.stdout.flush()
+    except BrokenPipeError:
+        # Quietly, as the Python docs' note on SIGPIPE advises: output goes to
+        # devnull so that the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["token"]:
         # Scripts call this in loops; building the parser costs more than the rest.
@@ -1785,15 +1838,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except CodexAuthError as exc:
-        print(f"codexauth: {exc}", file=sys.stderr)
+        print(f"codexauth: {_printable(str(exc))}", file=sys.stderr)
         return _exit_code(exc)
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        # The reader went away (`codexauth token | head -c0`): exit quietly, and
-        # keep the interpreter's final flush from printing a traceback.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_ERROR
 
 
 def _run(args: Any) -> int:
@@ -1837,9 +1885,31 @@ def _run(args: Any) -> int:
     elif args.command == "logout":
         print("Logged out." if logout(auth.codex_home) else "Not logged in.")
     elif args.command == "login":
-        login_with_api_key(auth.codex_home, sys.stdin.readline())
+        login_with_api_key(auth.codex_home, _read_api_key())
         print(f"Stored the API key in {auth.auth_file}.")
     return EXIT_OK
+
+
+def _read_api_key() -> str:
+    """The first line of stdin, which must be printable ASCII without spaces.
+
+    Read as bytes: decoding would turn invalid UTF-8 into lone surrogates (or
+    fail with a traceback) instead of a clear error.
+    """
+    stdin: IO[bytes] | None = getattr(sys.stdin, "buffer", None)  # None: stdin closed
+    if stdin is None:
+        raise CodexAuthError("no standard input to read the API key from")
+    line = stdin.readline(MAX_API_KEY_BYTES + 2)
+    key = line[:-1] if line.endswith(b"\n") else line
+    key = key[:-1] if key.endswith(b"\r") else key
+    if not key:
+        raise CodexAuthError("no API key on standard input")
+    if len(key) > MAX_API_KEY_BYTES or not all(0x21 <= byte <= 0x7E for byte in key):
+        raise CodexAuthError(
+            "the API key must be one line of printable ASCII, with no spaces or control "
+            f"characters (at most {MAX_API_KEY_BYTES} bytes)"
+        )
+    return key.decode("ascii")
 
 
 def _demo(processes: int) -> int:
@@ -1848,8 +1918,6 @@ def _demo(processes: int) -> int:
     import tempfile
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    if not 1 <= processes <= 256:
-        raise CodexAuthError("--processes must be between 1 and 256")
     posts: list[str] = []
     valid = {"demo-refresh-0"}
     guard = threading.Lock()
