@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import AsyncGenerator, Callable, Generator, Mapping
-    from typing import Any, Union
+    from typing import IO, Any, Union
 
     import httpx
     import requests
@@ -388,13 +388,21 @@ def _jwt_claims(token: str) -> dict[str, Any] | None:
     return claims if isinstance(claims, dict) else None
 
 
+# 0001-01-01T00:00:00Z, the earliest moment a datetime can hold.
+_EARLIEST_EXP = -62135596800.0
+
+
 def _jwt_expiry(token: str) -> float | None:
     """The `exp` claim in seconds since the epoch, or None."""
     exp = (_jwt_claims(token) or {}).get("exp")
     if isinstance(exp, bool) or not isinstance(exp, (int, float)):
         return None
     # NaN and values past year 5000 are no expiry we can act on.
-    return float(exp) if exp == exp and abs(exp) < 1e11 else None
+    if exp != exp or exp >= 1e11:
+        return None
+    # An `exp` before year 1 is as expired as any past date (chrono, which Codex
+    # uses, can hold it); clamped, so that datetime can show it.
+    return float(max(exp, _EARLIEST_EXP))
 
 
 def _str_claim(mapping: Mapping[str, Any], key: str) -> str | None:
@@ -453,6 +461,12 @@ def _expect_str(value: object, field: str, *, nullable: bool) -> str | None:
     raise ValueError(f"{field} must be {wanted}, not {type(value).__name__}")
 
 
+def _expect_token_chars(value: str, field: str) -> None:
+    """A token goes after `Bearer ` in a header: printable ASCII without spaces, or nothing."""
+    if not (value.isascii() and value.isprintable()) or " " in value:  # C speed: read often
+        raise ValueError(f"{field} must be printable ASCII without spaces")
+
+
 def _parse_tokens(raw: object) -> TokenData:
     if not isinstance(raw, dict):
         raise ValueError(f"tokens must be an object, not {type(raw).__name__}")
@@ -461,6 +475,8 @@ def _parse_tokens(raw: object) -> TokenData:
         if key not in raw:
             raise ValueError(f"tokens.{key} is missing")
     values = {key: _expect_str(raw[key], f"tokens.{key}", nullable=False) for key in known}
+    for key in ("access_token", "refresh_token"):
+        _expect_token_chars(values[key] or "", f"tokens.{key}")
     return TokenData(
         id_token=parse_id_token(values["id_token"] or ""),
         access_token=values["access_token"] or "",
@@ -475,6 +491,7 @@ def _auth_from_json(data: Any) -> AuthDotJson:
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, found {type(data).__name__}")
     api_key = _expect_str(data.get("OPENAI_API_KEY"), "OPENAI_API_KEY", nullable=True)
+    _expect_token_chars(api_key or "", "OPENAI_API_KEY")
     raw_tokens = data.get("tokens")
     tokens = None if raw_tokens is None else _parse_tokens(raw_tokens)
     raw_refresh = _expect_str(data.get("last_refresh"), "last_refresh", nullable=True)
@@ -665,6 +682,7 @@ def find_codex_home() -> str:
 def _home(codex_home: StrPath | None) -> str:
     if codex_home is None:
         return find_codex_home()
+    # `~` expanded as a shell would have: `--codex-home '~/x'` must not mean ./~/x.
     return os.path.abspath(os.path.expanduser(os.fspath(codex_home)))
 
 
@@ -1990,18 +2008,29 @@ class RequestsAuth:
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         token = _set_auth_headers(self.codex, r.headers)
-        tell = getattr(r.body, "tell", None)
-        body_position = tell() if tell is not None else None
+        origin = _origin(r.url or "")
+        replayable, body_position = _replay_position(r.body)
         retried = False
 
         def on_response(response: requests.Response, **kwargs: Any) -> requests.Response:
+            # Redirect hops run this hook too: a 401 from another origin is not about
+            # our token, and the request there must never be given one.
             # Only one retry: the resent copy carries this hook too (requests runs no
             # hooks on it today; the flag keeps a future version from looping).
             nonlocal retried
-            if response.status_code != 401 or retried:
+            sent = response.request
+            if response.is_redirect and _redirect_origin(response) != origin:
+                # requests strips only Authorization on such a hop; the account id
+                # stays ours too.  The next hop's request is a copy of `sent`.
+                sent.headers.pop("ChatGPT-Account-Id", None)
+            if retried or not _rejected(
+                response.status_code, sent.url, sent.headers, origin, token
+            ):
                 return response
             retried = True
-            if self.codex.recover_unauthorized(token) is None:
+            # A body that cannot be sent again (a generator, a pipe) gets its 401 back
+            # as is: a refresh it could not use would be spent for nothing.
+            if not replayable or self.codex.recover_unauthorized(token) is None:
                 return response
             return self._resend(response, body_position, **kwargs)
 
@@ -2016,7 +2045,7 @@ class RequestsAuth:
 
         request = response.request
         if body_position is not None:
-            request.body.seek(body_position)  # type: ignore[union-attr]  # tell() worked
+            request.body.seek(body_position)  # type: ignore[union-attr]  # _replay_position checked
         response.content  # noqa: B018  # drain the body so the connection is reused
         response.close()
         retry = request.copy()
@@ -2029,14 +2058,67 @@ class RequestsAuth:
         return second
 
 
+def _replay_position(body: object) -> tuple[bool, int | None]:
+    """Whether a requests body can be sent twice, and where a file body starts.
+
+    In-memory bodies can; a file only if it is seekable and tell() works.  A
+    generator or a pipe can be read once only: nothing to rewind, and no tell()
+    before the first send, where a pipe's raises ESPIPE.
+    """
+    if body is None or isinstance(body, (bytes, bytearray, memoryview, str)):
+        return True, None
+    seekable = getattr(body, "seekable", None)
+    tell = getattr(body, "tell", None)
+    if callable(seekable) and callable(tell) and callable(getattr(body, "seek", None)):
+        with contextlib.suppress(OSError, ValueError):  # ValueError: a closed file
+            if seekable():
+                return True, int(tell())
+    return False, None
+
+
+def _redirect_origin(response: requests.Response) -> tuple[str, str, int | None]:
+    """The origin a requests redirect response sends the client to."""
+    from urllib.parse import urljoin  # deferred: only adapters follow redirects
+
+    return _origin(urljoin(response.url, response.headers.get("location", "")))
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, the default port filled in: what a token is bound to."""
+    from urllib.parse import urlsplit  # deferred: only adapters compare origins
+
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # a port out of range: compares equal to nothing real
+        port = -1
+    if port is None:
+        port = {"http": 80, "https": 443}.get(scheme)
+    return scheme, parts.hostname or "", port
+
+
+def _rejected(
+    status: int, url: object, headers: Any, origin: tuple[str, str, int | None], token: str
+) -> bool:
+    """Whether a response is the origin refusing `token`: only then can a new token help.
+
+    A 401 from elsewhere (a redirect to another host), or to a request that no
+    longer carried the token (stripped on a redirect), says nothing about it.
+    """
+    return (
+        status == 401
+        and _origin(str(url or "")) == origin
+        and headers.get("Authorization") == f"Bearer {token}"
+    )
+
+
 def _set_auth_headers(codex: CodexAuth, headers: Any) -> str:
     """Authorization, plus ChatGPT-Account-Id in ChatGPT mode; returns the token sent."""
-    token = codex.get_token()
+    token, account = codex._credentials()  # one login: never a token with another's account
     headers["Authorization"] = f"Bearer {token}"
-    if codex.mode is AuthMode.CHATGPT:
-        account = codex.get_account_id()
-        if account:
-            headers["ChatGPT-Account-Id"] = account
+    if account:
+        headers["ChatGPT-Account-Id"] = account
     return token
 
 
@@ -2061,6 +2143,14 @@ def _build_httpx_auth_class() -> type:
     except ImportError as exc:
         raise ImportError("codexauth.HttpxAuth needs httpx: pip install httpx") from exc
 
+    def rejected(
+        response: httpx.Response, origin: tuple[str, str, int | None], token: str
+    ) -> bool:
+        # With follow_redirects, `response` ends the chain: its request may have
+        # gone to another origin (httpx strips Authorization there).
+        sent = response.request
+        return _rejected(response.status_code, sent.url, sent.headers, origin, token)
+
     class _HttpxAuth(httpx.Auth):
         requires_request_body = True  # the retry re-sends the body
 
@@ -2071,8 +2161,9 @@ def _build_httpx_auth_class() -> type:
             self, request: httpx.Request
         ) -> Generator[httpx.Request, httpx.Response, None]:
             token = _set_auth_headers(self.codex, request.headers)
+            origin = _origin(str(request.url))
             response = yield request
-            if response.status_code == 401:
+            if rejected(response, origin, token):
                 retry_token = self.codex.recover_unauthorized(token)
                 if retry_token is not None:
                     _set_auth_headers(self.codex, request.headers)
@@ -2089,8 +2180,9 @@ def _build_httpx_auth_class() -> type:
                 )
             else:
                 token = _set_auth_headers(self.codex, request.headers)
+            origin = _origin(str(request.url))
             response = yield request
-            if response.status_code == 401:
+            if rejected(response, origin, token):
                 retry_token = await anyio.to_thread.run_sync(
                     self.codex.recover_unauthorized, token
                 )
@@ -2102,6 +2194,10 @@ def _build_httpx_auth_class() -> type:
 
 
 # CLI #########################################################################
+
+# What the CLI accepts: `login --api-key`'s line, and `demo -n`'s process count.
+MAX_API_KEY_BYTES = 4096
+MAX_DEMO_PROCESSES = 256
 
 
 def _exit_code(exc: CodexAuthError) -> int:
@@ -2153,7 +2249,7 @@ def _status(auth: CodexAuth) -> dict[str, Any]:
 
 def _print_status(info: dict[str, Any]) -> None:
     if not info["logged_in"]:
-        print(f"Not logged in (no login in {info['auth_file']}). Run `codex login`.")
+        print(f"Not logged in (no login in {_printable(info['auth_file'])}). Run `codex login`.")
         return
     labels = [
         ("mode", "Mode"),
@@ -2171,10 +2267,21 @@ def _print_status(info: dict[str, Any]) -> None:
         value = info[key]
         if value is None:
             continue
-        shown = ("yes" if value else "no") if isinstance(value, bool) else value
+        shown = ("yes" if value else "no") if isinstance(value, bool) else _printable(value)
         if key in ("access_token_expires_at", "last_refresh"):
             shown = f"{value} ({_relative(_parse_rfc3339(value).timestamp() - time.time())})"
         print(f"{label + ':':<19}{shown}")
+
+
+def _printable(text: str) -> str:
+    """`text` with each unprintable character escaped as Python would (``\\x1b``, ``\\n``).
+
+    The id_token's claims and the paths are not ours: a newline, an ANSI escape,
+    a bidi override or a lone surrogate in them must not forge or garble output.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _relative(seconds: float) -> str:
@@ -2246,7 +2353,14 @@ def _build_parser() -> Any:
         "--api-key", action="store_true", required=True, help="read the key from stdin"
     )
     demo = command("demo", "race N processes on an expired login against a local endpoint")
-    demo.add_argument("-n", "--processes", type=int, default=16, metavar="N")
+    demo.add_argument(
+        "-n",
+        "--processes",
+        type=_process_count,
+        default=16,
+        metavar="N",
+        help=f"how many processes (1 to {MAX_DEMO_PROCESSES}, default 16)",
+    )
     return parser
 
 
@@ -2263,8 +2377,39 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _process_count(text: str) -> int:
+    """argparse type for demo's process count (bad input is a usage error)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_DEMO_PROCESSES:
+        raise argparse.ArgumentTypeError(
+            f"expected 1 to {MAX_DEMO_PROCESSES} processes, got {text!r}"
+        )
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     """The `codexauth` command; returns the exit code."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # Flushed here, not at exit: there a reader gone away (`codexauth token |
+            # head -c0`) would print "Exception ignored ... BrokenPipeError", exit 120.
+            if sys.stdout is not None:  # None under pythonw
+                sys.stdout.flush()
+    except BrokenPipeError:
+        # Quietly, as the Python docs' note on SIGPIPE advises: output goes to
+        # devnull so that the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["token"]:
         # Scripts call this in loops; building the parser costs more than the rest.
@@ -2280,15 +2425,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except CodexAuthError as exc:
-        print(f"codexauth: {exc}", file=sys.stderr)
+        print(f"codexauth: {_printable(str(exc))}", file=sys.stderr)
         return _exit_code(exc)
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        # The reader went away (`codexauth token | head -c0`): exit quietly, and
-        # keep the interpreter's final flush from printing a traceback.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_ERROR
 
 
 def _run(args: Any) -> int:
@@ -2335,9 +2475,31 @@ def _run(args: Any) -> int:
     elif args.command == "logout":
         print("Logged out." if logout(auth.codex_home) else "Not logged in.")
     elif args.command == "login":
-        login_with_api_key(auth.codex_home, sys.stdin.readline())
+        login_with_api_key(auth.codex_home, _read_api_key())
         print(f"Stored the API key in {auth.auth_file}.")
     return EXIT_OK
+
+
+def _read_api_key() -> str:
+    """The first line of stdin, which must be printable ASCII without spaces.
+
+    Read as bytes: decoding would turn invalid UTF-8 into lone surrogates (or
+    fail with a traceback) instead of a clear error.
+    """
+    stdin: IO[bytes] | None = getattr(sys.stdin, "buffer", None)  # None: stdin closed
+    if stdin is None:
+        raise CodexAuthError("no standard input to read the API key from")
+    line = stdin.readline(MAX_API_KEY_BYTES + 2)
+    key = line[:-1] if line.endswith(b"\n") else line
+    key = key[:-1] if key.endswith(b"\r") else key
+    if not key:
+        raise CodexAuthError("no API key on standard input")
+    if len(key) > MAX_API_KEY_BYTES or not all(0x21 <= byte <= 0x7E for byte in key):
+        raise CodexAuthError(
+            "the API key must be one line of printable ASCII, with no spaces or control "
+            f"characters (at most {MAX_API_KEY_BYTES} bytes)"
+        )
+    return key.decode("ascii")
 
 
 def _demo(processes: int) -> int:
@@ -2346,8 +2508,6 @@ def _demo(processes: int) -> int:
     import tempfile
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    if not 1 <= processes <= 256:
-        raise CodexAuthError("--processes must be between 1 and 256")
     posts: list[str] = []
     valid = {"demo-refresh-0"}
     guard = threading.Lock()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
+import os
 import site
 import threading
 import time
@@ -75,6 +77,7 @@ class ApiServer:
     def __init__(self, accept: Callable[[str | None], bool]) -> None:
         self.accept = accept
         self.hits: list[Hit] = []
+        self.redirects: dict[str, tuple[int, str]] = {}  # path -> (status, Location)
         self._lock = threading.Lock()
         handler = type("Handler", (_ApiHandler,), {"api": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -85,6 +88,11 @@ class ApiServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1/responses"
+
+    def redirect(self, path: str, status: int, location: str) -> str:
+        """Answer requests for `path` with a redirect (recorded, `accept` not asked); its URL."""
+        self.redirects[path] = (status, location)
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}{path}"
 
     def __enter__(self) -> ApiServer:
         self._thread.start()
@@ -115,6 +123,12 @@ class _ApiHandler(BaseHTTPRequestHandler):
         body = self._read_body()
         headers = {name.lower(): value for name, value in self.headers.items()}
         hit = Hit(self.command, self.path, headers, body)
+        redirect = self.api.redirects.get(self.path)
+        if redirect is not None:
+            with self.api._lock:
+                self.api.hits.append(hit)
+            self._send(redirect[0], {}, {"Location": redirect[1]})
+            return
         try:
             accepted = self.api.record(hit)
         except Exception as exc:  # a broken test hook shows up as a 500, not a hang
@@ -139,11 +153,13 @@ class _ApiHandler(BaseHTTPRequestHandler):
                 self.rfile.readline()  # the CRLF after each chunk
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def _send(self, status: int, doc: Any) -> None:
+    def _send(self, status: int, doc: Any, headers: dict[str, str] | None = None) -> None:
         payload = json.dumps(doc).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
 
@@ -228,35 +244,45 @@ def _body_kwargs(client: str, body: str, tmp_path: Path) -> tuple[dict[str, Any]
     return {"data": path}, BINARY_BODY  # opened by send()
 
 
-def send(client: str, url: str, codex_home: Path, **kwargs: Any) -> Reply:
+def send(
+    client: str,
+    url: str,
+    codex_home: Path,
+    auth_options: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Reply:
     """POST through `client` ("requests", "httpx", "httpx-async") with the codexauth adapter.
 
-    An exception fails the test with its type only: pytest would otherwise show the
-    arguments of the frame that raised, which hold the Authorization header.
+    `auth_options` go to the adapter (and so to CodexAuth). Redirects are followed by
+    every client. An exception fails the test with its type only: pytest would otherwise
+    show the arguments of the frame that raised, which hold the Authorization header.
     """
     try:
-        return _send(client, url, codex_home, **kwargs)
+        return _send(client, url, codex_home, auth_options or {}, **kwargs)
     except Exception as exc:
         pytest.fail(f"{client} request raised {type(exc).__name__}", pytrace=False)
 
 
-def _send(client: str, url: str, codex_home: Path, **kwargs: Any) -> Reply:
+def _send(
+    client: str, url: str, codex_home: Path, auth_options: dict[str, Any], **kwargs: Any
+) -> Reply:
     if client == "requests":
         with requests.Session() as session, contextlib.ExitStack() as files:
             if isinstance(kwargs.get("data"), Path):
                 kwargs["data"] = files.enter_context(kwargs["data"].open("rb"))
-            auth = codexauth.RequestsAuth(codex_home)
+            auth = codexauth.RequestsAuth(codex_home, **auth_options)
             r = session.post(url, auth=auth, timeout=HTTP_TIMEOUT, **kwargs)
             return Reply(r.status_code, r.json() if r.status_code == 200 else None)
     if client == "httpx":
-        with httpx.Client(timeout=HTTP_TIMEOUT) as hc:
-            resp = hc.post(url, auth=codexauth.HttpxAuth(codex_home), **kwargs)
+        with httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=True) as hc:
+            resp = hc.post(url, auth=codexauth.HttpxAuth(codex_home, **auth_options), **kwargs)
             return Reply(resp.status_code, resp.json() if resp.status_code == 200 else None)
     assert client == "httpx-async"
 
     async def go() -> Reply:
-        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as ac:
-            resp = await ac.post(url, auth=codexauth.HttpxAuth(codex_home), **kwargs)
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=True) as ac:
+            auth = codexauth.HttpxAuth(codex_home, **auth_options)
+            resp = await ac.post(url, auth=auth, **kwargs)
             return Reply(resp.status_code, resp.json() if resp.status_code == 200 else None)
 
     return asyncio.run(go())
@@ -486,3 +512,126 @@ def test_import_codexauth_pulls_in_no_dependency_or_heavy_stdlib(codex_home: Pat
     before, after, all_importable = proc.stdout.splitlines()
     assert (before, all_importable) == ("[]", "True")
     assert after == "[]"
+
+
+# Redirects: credentials stay with their origin ###################################
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_401_from_another_origin_gets_no_credentials_and_forces_no_refresh(
+    codex_home: Path, token_server: TokenServer, api: Any, client: str
+) -> None:
+    token = access_token(time.time() + 3600)
+    write_auth_json(codex_home, access=token, account_id="acct-777")
+    other = api(reject_all)  # another port: another origin
+    origin = api(reject_all)
+    url = origin.redirect("/v1/moved", 302, other.url)
+
+    reply = send(client, url, codex_home, json=JSON_BODY)
+
+    assert reply.status == 401  # the other origin's answer, handed back as is
+    assert [(hit.path, hit.bearer_fp) for hit in origin.hits] == [("/v1/moved", fp(token))]
+    assert origin.hits[0].headers["chatgpt-account-id"] == "acct-777"
+    assert [hit.bearer_fp for hit in other.hits] == [None]
+    if client == "requests":
+        assert "chatgpt-account-id" not in other.hits[0].headers
+    # (httpx forwards every header but Authorization across origins, and an httpx.Auth
+    # sees no redirect hop: it cannot take the account id back.)
+    assert token_server.post_count == 0
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_401_after_a_redirect_within_the_origin_still_recovers(
+    codex_home: Path, token_server: TokenServer, api: Any, client: str
+) -> None:
+    stale = access_token(time.time() + 3600)
+    write_auth_json(codex_home, access=stale)
+    server = api(newest_issued(token_server))
+    url = server.redirect("/v1/moved", 307, "/v1/responses")
+
+    reply = send(client, url, codex_home, json=JSON_BODY)
+
+    assert reply.status == 200
+    assert token_server.post_count == 1
+    assert token_server.last_issued is not None
+    new = token_server.last_issued["access_token"]
+    answered = [hit for hit in server.hits if hit.path == "/v1/responses"]
+    assert [hit.bearer_fp for hit in answered] == [fp(stale), fp(new)]
+    assert answered[1].body == answered[0].body
+
+
+# Streamed bodies (requests) ########################################################
+
+
+def stream_body(kind: str) -> Any:
+    """BINARY_BODY as a body that can be read only once: a generator or a pipe."""
+    if kind == "generator":
+        return (BINARY_BODY[i : i + 1000] for i in range(0, len(BINARY_BODY), 1000))
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(write_fd, "wb") as writer:
+        writer.write(BINARY_BODY)  # 10 KiB: fits the pipe's buffer, so no writer thread
+    return os.fdopen(read_fd, "rb")
+
+
+@pytest.mark.parametrize("kind", ["generator", "pipe"])
+def test_a_streamed_body_is_sent_once_and_its_401_returned_without_a_refresh(
+    codex_home: Path, token_server: TokenServer, api: Any, kind: str
+) -> None:
+    write_auth_json(codex_home)
+    before = stored_tokens(codex_home)
+    server = api(newest_issued(token_server))  # refuses the stored token
+    body = stream_body(kind)
+    with contextlib.closing(body) if kind == "pipe" else contextlib.nullcontext():
+        reply = send("requests", server.url, codex_home, data=body)
+    assert reply.status == 401
+    assert [len(hit.body) for hit in server.hits] == [len(BINARY_BODY)]
+    assert server.hits[0].body == BINARY_BODY
+    assert token_server.post_count == 0  # no refresh that no retry could use
+    assert fp(stored_tokens(codex_home)["refresh_token"]) == fp(before["refresh_token"])
+
+
+def test_a_pipe_body_is_sent_whole_the_first_time(
+    codex_home: Path, token_server: TokenServer, api: Any
+) -> None:
+    write_auth_json(codex_home)
+    server = api(current_login(codex_home))
+    with stream_body("pipe") as body:
+        reply = send("requests", server.url, codex_home, data=body)
+    assert reply.status == 200
+    assert [hit.body for hit in server.hits] == [BINARY_BODY]
+    assert token_server.post_count == 0
+
+
+# One login per request #############################################################
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_the_token_and_the_account_header_come_from_one_login(
+    codex_home: Path, token_server: TokenServer, api: Any, client: str
+) -> None:
+    logins = [
+        {
+            "access": access_token(time.time() + 3600, seq=name),
+            "account_id": f"acct-{name}",
+            "id_tok": id_token(account_id=f"acct-{name}"),
+            "refresh": f"rt-{name}",
+        }
+        for name in ("a", "b")
+    ]
+    write_auth_json(codex_home, **logins[0])
+    signins = itertools.count(1)
+
+    def now() -> float:
+        # Whenever the adapter looks at the clock, a peer signs in to the other account:
+        # reads of auth.json before and after this moment see different logins.
+        write_auth_json(codex_home, **logins[next(signins) % 2])
+        return time.time()
+
+    server = api(lambda bearer: True)
+    reply = send(client, server.url, codex_home, auth_options={"now": now}, json=JSON_BODY)
+
+    assert reply.status == 200
+    (hit,) = server.hits
+    account_of = {fp(login["access"]): login["account_id"] for login in logins}
+    assert hit.bearer_fp in account_of
+    assert hit.headers.get("chatgpt-account-id") == account_of[hit.bearer_fp]

@@ -25,6 +25,7 @@ from support import (
     access_token,
     fp,
     id_token,
+    make_jwt,
     py_env,
     write_auth_json,
 )
@@ -106,11 +107,12 @@ def cli(
     codex_home: Path,
     token_url: str | None = None,
     env: dict[str, str | None] | None = None,
-    stdin: str = "",
+    stdin: str | bytes = "",
     python_args: tuple[str, ...] = (),
 ) -> Run:
     """``python -m codexauth ARGS`` in a child that cannot reach the real login or server.
 
+    `stdin` is sent UTF-8 encoded, or as is when bytes; the output is decoded as UTF-8.
     A timeout fails the test with no traceback: pytest would show this frame's arguments,
     and `stdin` may hold an API key.
     """
@@ -119,14 +121,14 @@ def cli(
             [sys.executable, *python_args, "-m", "codexauth", *args],
             env=py_env(codex_home, token_url, env),
             cwd=codex_home.parent,  # not the repo: the child must find codexauth via PYTHONPATH
-            input=stdin,
+            input=stdin.encode() if isinstance(stdin, str) else stdin,
             capture_output=True,
-            text=True,
             timeout=CLI_TIMEOUT,
         )
     except subprocess.TimeoutExpired:
         pytest.fail(f"codexauth {scrub(' '.join(args))} ran over {CLI_TIMEOUT:g} s", pytrace=False)
-    return Run(proc)
+    out, err = (stream.decode("utf-8", "replace") for stream in (proc.stdout, proc.stderr))
+    return Run(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
 
 
 def digest(path: Path) -> str | None:
@@ -167,15 +169,18 @@ def test_token_prints_only_the_token(codex_home: Path, token_server: TokenServer
     assert token_server.post_count == 0
 
 
-@pytest.mark.parametrize("command", ["token", "header", "status"])
+@pytest.mark.parametrize("command", ["token", "header", "status", "--help"])
 def test_a_closed_stdout_pipe_ends_quietly(codex_home: Path, command: str) -> None:
     write_auth_json(codex_home)
     read_end, write_end = os.pipe()
     os.close(read_end)  # like `codexauth token | head -c0`: nobody reads
+    # Block-buffered stdout, as under tox (which drops PYTHONUNBUFFERED): the output
+    # then meets the closed pipe only when it is flushed.
+    env = py_env(codex_home, env={"PYTHONUNBUFFERED": None})
     try:
         result = subprocess.run(
             [sys.executable, "-m", "codexauth", command],
-            env=py_env(codex_home),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=write_end,
             stderr=subprocess.PIPE,
@@ -322,6 +327,125 @@ def test_status_when_not_logged_in_exits_3(codex_home: Path) -> None:
     assert list(codex_home.iterdir()) == []  # looking creates nothing
 
 
+def test_status_escapes_control_characters_in_everything_it_prints(
+    codex_home: Path, tmp_path: Path
+) -> None:
+    # An id_token's claims come from the server and the path from the user: neither may
+    # forge a line of output, colour the terminal or crash the encoder.
+    home = tmp_path / "odd\nLock file:         forged\x1b[2J"
+    home.mkdir()
+    email = "eve@example.com\nAccount:           acct-forged\x1b[31m"
+    plan = "pro\u202egnp"  # a right-to-left override
+    account = "acct-\ud800\x85"  # a lone surrogate, a C1 newline (NEL)
+    write_auth_json(home, id_tok=id_token(email=email, plan=plan), account_id=account)
+
+    run = cli("--codex-home", str(home), "status", codex_home=codex_home)
+
+    assert (run.code, run.err) == (0, "")
+    lines = run.out.splitlines()  # splits on \x85, \u2028 and the like too
+    assert len(lines) == 10
+    assert run.out.isascii()
+    shown = {label: value.strip() for label, value in (line.split(":", 1) for line in lines)}
+    assert shown["Email"] == "eve@example.com\\nAccount:           acct-forged\\x1b[31m"
+    assert shown["Plan"] == "pro\\u202egnp"
+    assert shown["Account"] == "acct-\\ud800\\x85"
+    escaped_home = str(home).replace("\n", "\\n").replace("\x1b", "\\x1b")
+    assert shown["auth.json"] == f"{escaped_home}/auth.json"
+    assert shown["Lock file"] == f"{escaped_home}/auth.lock"
+
+    run = cli("--codex-home", str(home), "status", "--json", codex_home=codex_home)
+    assert (run.code, run.err) == (0, "")
+    assert run.out.isascii()
+    doc = json.loads(run.out)
+    assert (doc["email"], doc["plan"], doc["account_id"]) == (email, plan, account)
+    assert doc["auth_file"] == str(home / "auth.json")
+
+    (home / "auth.json").unlink()
+    run = cli("--codex-home", str(home), "status", codex_home=codex_home)
+    assert run.code == 3
+    assert run.out == f"Not logged in (no login in {escaped_home}/auth.json). Run `codex login`.\n"
+
+
+def test_an_error_naming_an_odd_path_stays_one_line(codex_home: Path, tmp_path: Path) -> None:
+    home = tmp_path / "odd\ncodexauth: forged\x1b[2J"
+    home.mkdir()
+    (home / "auth.json").write_bytes(b"{")
+    run = cli("--codex-home", str(home), "token", codex_home=codex_home)
+    assert run.code == 1
+    assert traceback_free_one_liner(run.err)
+    assert "\x1b" not in run.err
+    assert run.err.startswith(
+        "codexauth: " + str(home).replace("\n", "\\n").replace("\x1b", "\\x1b")
+    )
+
+
+# An `exp` before year 1 (datetime's first) is shown as year 1, and is as expired as any.
+BEFORE_YEAR_1 = -7e10
+
+
+@pytest.mark.parametrize("argv", [["status"], ["status", "--json"]], ids=["human", "json"])
+def test_status_shows_an_expiry_before_year_1(codex_home: Path, argv: list[str]) -> None:
+    write_auth_json(codex_home, access=make_jwt({"exp": BEFORE_YEAR_1}))
+    run = cli(*argv, codex_home=codex_home)
+    assert (run.code, run.err) == (0, "")
+    if argv == ["status"]:
+        assert "Token expires:     0001-01-01T00:00:00.000000Z (" in run.out
+        assert "Refresh due:       yes" in run.out
+    else:
+        doc = json.loads(run.out)
+        assert (doc["access_token_expires_at"], doc["refresh_due"]) == (
+            "0001-01-01T00:00:00.000000Z",
+            True,
+        )
+
+
+def test_a_refreshed_expiry_before_year_1_is_one_transient_line(
+    codex_home: Path, token_server: TokenServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_auth_json(codex_home, access_exp=time.time() - 60)
+    token_server.access_ttl = BEFORE_YEAR_1 - time.time()  # an endpoint with a broken clock
+    # A token that expired before it was issued is no success: exit 5, one line, and the
+    # rotated refresh token is kept for the next try.
+    assert codexauth.main(["token", "--json"]) == 5
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and "without a usable access token" in err
+    assert token_server.post_count == 1
+    assert token_server.last_issued is not None
+    stored_refresh = json.loads((codex_home / "auth.json").read_bytes())["tokens"]["refresh_token"]
+    assert fp(stored_refresh) == fp(token_server.last_issued["refresh_token"])
+
+
+# A token that is not printable ASCII cannot follow `Bearer ` in a header.
+NON_ASCII_TOKENS = [
+    ("access-token-lone-surrogate", {"access": "eyJ.abc\ud800.sig"}, "tokens.access_token"),
+    ("access-token-newline", {"access": "abc\nX-Injected: 1"}, "tokens.access_token"),
+    ("refresh-token-non-ascii", {"refresh": "rt-caf\u00e9"}, "tokens.refresh_token"),
+    ("api-key-lone-surrogate", {"api_key": "sk-\udcff", "tokens": False}, "OPENAI_API_KEY"),
+]
+TOKEN_COMMANDS = [["token"], ["header"], ["status"], ["token", "--json"], ["status", "--json"]]
+
+
+@pytest.mark.parametrize(
+    ("login", "field"),
+    [case[1:] for case in NON_ASCII_TOKENS],
+    ids=[case[0] for case in NON_ASCII_TOKENS],
+)
+@pytest.mark.parametrize("argv", TOKEN_COMMANDS, ids=" ".join)
+def test_a_token_that_is_not_printable_ascii_is_one_line_naming_it(
+    codex_home: Path, token_server: TokenServer, login: dict[str, Any], field: str, argv: list[str]
+) -> None:
+    path = write_auth_json(codex_home, **login)
+    before = digest(path)
+    run = cli(*argv, codex_home=codex_home, token_url=token_server.url)
+    assert run.code == 1
+    assert traceback_free_one_liner(run.err)
+    assert run.err == f"codexauth: {path}: {field} must be printable ASCII without spaces\n"
+    assert run.out == ""
+    assert digest(path) == before
+    assert token_server.post_count == 0
+
+
 # logout and login ##############################################################
 
 
@@ -352,12 +476,27 @@ def test_login_api_key_reads_stdin_then_token_prints_it(codex_home: Path) -> Non
     assert run.out_fp == fp(API_KEY + "\n")
 
 
-@pytest.mark.parametrize(
-    "stdin",
-    ["", "\n", "   \n", "sk-has a-space\n"],
-    ids=["no-input", "empty-line", "blank-line", "inner-space"],
-)
-def test_login_api_key_rejects_a_bad_key_and_changes_nothing(codex_home: Path, stdin: str) -> None:
+BAD_API_KEYS = [
+    ("no-input", b""),
+    ("empty-line", b"\n"),
+    ("blank-line", b"   \n"),
+    ("inner-space", b"sk-has a-space\n"),
+    ("leading-space", b" sk-abc\n"),
+    ("tab", b"sk-a\tb\n"),
+    ("invalid-utf8", b"sk-\xff\xfe\n"),
+    ("utf8-encoded-lone-surrogate", b"sk-\xed\xa0\x80\n"),
+    ("non-ascii", "sk-caf\u00e9\n".encode()),
+    ("ansi-escape", b"sk-\x1b[31mred\n"),
+    ("nul", b"sk-\x00abc\n"),
+    ("del", b"sk-abc\x7f\n"),
+    ("too-long", b"sk-" + b"a" * 5000 + b"\n"),
+]
+
+
+@pytest.mark.parametrize("stdin", [c[1] for c in BAD_API_KEYS], ids=[c[0] for c in BAD_API_KEYS])
+def test_login_api_key_rejects_a_bad_key_and_changes_nothing(
+    codex_home: Path, stdin: bytes
+) -> None:
     path = write_auth_json(codex_home)
     before = digest(path)
     run = cli("login", "--api-key", codex_home=codex_home, stdin=stdin)
@@ -366,6 +505,12 @@ def test_login_api_key_rejects_a_bad_key_and_changes_nothing(codex_home: Path, s
     assert run.err.startswith("codexauth: ")
     assert digest(path) == before
     assert sorted(p.name for p in codex_home.iterdir()) == ["auth.json"]
+
+
+def test_login_api_key_takes_the_line_without_its_crlf(codex_home: Path) -> None:
+    run = cli("login", "--api-key", codex_home=codex_home, stdin=f"{API_KEY}\r\n".encode())
+    assert (run.code, run.err) == (0, "")
+    assert fp(stored(codex_home)["OPENAI_API_KEY"]) == fp(API_KEY)
 
 
 # --help ########################################################################
@@ -405,17 +550,21 @@ def test_help_exits_0_and_mentions_every_option(
 
 # The exit-code table ###########################################################
 
-# (id, what auth.json holds, what the endpoint does, argv, exit code, text stderr shows)
+# (id, what auth.json holds, what the endpoint does, argv, exit code, text stderr shows;
+# "{auth_file}" in it stands for auth.json's path)
 EXIT_CASES: list[tuple[str, str, Any, list[str], int, str | None]] = [
     ("0-fresh-token", "fresh", None, ["token"], 0, None),
     ("0-expired-refreshed", "expired", None, ["token"], 0, None),
-    ("1-corrupt-auth-json-token", "corrupt", None, ["token"], 1, "auth.json"),
-    ("1-corrupt-auth-json-status", "corrupt", None, ["status"], 1, "auth.json"),
+    ("1-corrupt-auth-json-token", "corrupt", None, ["token"], 1, "{auth_file}: not valid JSON"),
+    ("1-corrupt-auth-json-status", "corrupt", None, ["status"], 1, "{auth_file}: not valid JSON"),
     ("2-unknown-command", "fresh", None, ["frobnicate"], 2, "invalid choice"),
     ("2-no-command", "fresh", None, [], 2, "required"),
     ("2-timeout-not-a-number", "fresh", None, ["--timeout", "abc", "token"], 2, "'abc'"),
     ("2-timeout-negative", "fresh", None, ["--timeout", "-1", "token"], 2, "'-1'"),
     ("2-timeout-zero", "fresh", None, ["--timeout", "0", "token"], 2, "'0'"),
+    ("2-demo-no-processes", "none", None, ["demo", "-n", "0"], 2, "-n/--processes: "),
+    ("2-demo-negative-processes", "none", None, ["demo", "-n", "-3"], 2, "'-3'"),
+    ("2-demo-too-many-processes", "none", None, ["demo", "-n", "257"], 2, "'257'"),
     ("3-no-auth-json-token", "none", None, ["token"], 3, "Not logged in"),
     ("3-no-auth-json-refresh", "none", None, ["refresh"], 3, "Not logged in"),
     ("0-api-key-login-refresh", "apikey", None, ["refresh"], 0, None),
@@ -430,63 +579,128 @@ EXIT_CASES: list[tuple[str, str, Any, list[str], int, str | None]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("login", "endpoint", "argv", "code", "message"),
-    [c[1:] for c in EXIT_CASES],
-    ids=[c[0] for c in EXIT_CASES],
-)
-def test_exit_code_table(
+def exit_cases(*codes: int) -> Any:
+    """Parametrize over the EXIT_CASES rows whose exit code is one of `codes`."""
+    rows = [case for case in EXIT_CASES if case[4] in codes]
+    return pytest.mark.parametrize(
+        ("login", "endpoint", "argv", "code", "message"),
+        [case[1:] for case in rows],
+        ids=[case[0] for case in rows],
+    )
+
+
+class ExitCase:
+    """One EXIT_CASES row run: the child, auth.json's path and digest before, its secrets."""
+
+    def __init__(
+        self,
+        codex_home: Path,
+        token_server: TokenServer,
+        login: str,
+        endpoint: Any,
+        argv: list[str],
+    ) -> None:
+        self.path = codex_home / "auth.json"
+        if login == "fresh":
+            write_auth_json(codex_home)
+        elif login == "expired":
+            write_auth_json(codex_home, access_exp=time.time() - 60)
+        elif login == "apikey":
+            write_auth_json(codex_home, tokens=False, api_key=API_KEY)
+        elif login == "corrupt":
+            self.path.write_bytes(b'{"OPENAI_API_KEY": null, "tokens": {"access_')
+        self.before = digest(self.path)
+        self.secrets = secrets_of(stored(codex_home)) if login not in ("none", "corrupt") else []
+
+        url = token_server.url
+        if endpoint == "unreachable":
+            url = UNREACHABLE_TOKEN_URL
+        elif endpoint == "hang":
+            token_server.hang_until_stopped()
+        elif endpoint is not None:
+            status, error_code = endpoint
+            token_server.fail_next(status, {"error": {"code": error_code, "message": "no"}})
+        self.run = cli(*argv, codex_home=codex_home, token_url=url)
+
+    def expected(self, message: str) -> str:
+        return message.format(auth_file=self.path)
+
+
+@exit_cases(0)
+def test_exit_0_writes_nothing_to_stderr(
     codex_home: Path,
     token_server: TokenServer,
     login: str,
     endpoint: Any,
     argv: list[str],
     code: int,
-    message: str | None,
+    message: None,
 ) -> None:
-    path = codex_home / "auth.json"
-    if login == "fresh":
-        write_auth_json(codex_home)
-    elif login == "expired":
-        write_auth_json(codex_home, access_exp=time.time() - 60)
-    elif login == "apikey":
-        write_auth_json(codex_home, tokens=False, api_key=API_KEY)
-    elif login == "corrupt":
-        path.write_bytes(b'{"OPENAI_API_KEY": null, "tokens": {"access_')
-    before = digest(path)
-    secrets = secrets_of(stored(codex_home)) if login in ("fresh", "expired", "apikey") else []
+    case = ExitCase(codex_home, token_server, login, endpoint, argv)
+    assert case.run.code == 0
+    assert case.run.err == ""
+    assert case.run.leaks(case.secrets, stdout=False) == []  # `token` prints one on stdout
 
-    url = token_server.url
-    if endpoint == "unreachable":
-        url = UNREACHABLE_TOKEN_URL
-    elif endpoint == "hang":
-        token_server.hang_until_stopped()
-    elif endpoint is not None:
-        status, error_code = endpoint
-        token_server.fail_next(status, {"error": {"code": error_code, "message": "no"}})
 
-    run = cli(*argv, codex_home=codex_home, token_url=url)
-
-    assert run.code == code
+@exit_cases(2)
+def test_exit_2_is_a_usage_line_and_one_error_line(
+    codex_home: Path,
+    token_server: TokenServer,
+    login: str,
+    endpoint: Any,
+    argv: list[str],
+    code: int,
+    message: str,
+) -> None:
+    case = ExitCase(codex_home, token_server, login, endpoint, argv)
+    run = case.run
+    assert run.code == 2
+    assert run.err.startswith("usage: codexauth")
+    error_line = run.err.splitlines()[-1]
+    assert re.match(r"codexauth( [a-z]+)?: error: ", error_line)  # a subcommand's names it
+    assert case.expected(message) in error_line
     assert "Traceback" not in run.err
-    assert run.leaks(secrets, stdout=code != 0) == []  # `token` prints one when it succeeds
-    if code == 0:
-        assert run.err == ""
-    elif code == 2:  # argparse: the usage line, then one error line
-        assert run.err.startswith("usage: codexauth")
-        assert run.err.splitlines()[-1].startswith("codexauth: error: ")
-    else:
-        assert traceback_free_one_liner(run.err)
-        assert run.err.startswith("codexauth: ")
-        assert run.out == ""
-    if message is not None:
-        assert message in run.err
-    if code == 4:  # Codex's words exactly, nothing added
-        assert run.err == f"codexauth: {message}\n"
-    if login == "corrupt":
-        assert str(path) in run.err
-    if code != 0:
-        assert digest(path) == before  # untouched
+    assert run.out == ""
+    assert run.leaks(case.secrets) == []
+    assert digest(case.path) == case.before  # untouched
+
+
+@exit_cases(1, 3, 5)
+def test_exit_1_3_5_is_one_line_naming_the_problem_and_touches_nothing(
+    codex_home: Path,
+    token_server: TokenServer,
+    login: str,
+    endpoint: Any,
+    argv: list[str],
+    code: int,
+    message: str,
+) -> None:
+    case = ExitCase(codex_home, token_server, login, endpoint, argv)
+    run = case.run
+    assert run.code == code
+    assert traceback_free_one_liner(run.err)
+    assert run.err.startswith("codexauth: ")
+    assert case.expected(message) in run.err
+    assert run.out == ""
+    assert run.leaks(case.secrets) == []
+    assert digest(case.path) == case.before  # untouched
+
+
+@exit_cases(4)
+def test_exit_4_gives_codex_words_exactly_and_touches_nothing(
+    codex_home: Path,
+    token_server: TokenServer,
+    login: str,
+    endpoint: Any,
+    argv: list[str],
+    code: int,
+    message: str,
+) -> None:
+    case = ExitCase(codex_home, token_server, login, endpoint, argv)
+    run = case.run
+    assert (run.code, run.err, run.out) == (4, f"codexauth: {message}\n", "")  # nothing added
+    assert run.leaks(case.secrets) == []
+    assert digest(case.path) == case.before  # untouched
 
 
 # --verbose #####################################################################
@@ -556,6 +770,21 @@ def test_default_home_is_dot_codex_under_home(codex_home: Path, token_server: To
     assert run.out_fp == fp(token + "\n")
     run = cli("status", "--json", codex_home=codex_home, token_url=token_server.url, env=unset)
     assert json.loads(run.out)["auth_file"] == str(codex_home / "auth.json")
+
+
+def test_codex_home_option_expands_a_tilde(codex_home: Path) -> None:
+    home = codex_home.parent  # the child's HOME (py_env) and working directory (cli)
+    run = cli(
+        "--codex-home", "~/elsewhere", "login", "--api-key", codex_home=codex_home, stdin=API_KEY
+    )
+    assert (run.code, run.err) == (0, "")
+    assert str(home / "elsewhere" / "auth.json") in run.out
+    assert fp(stored(home / "elsewhere")["OPENAI_API_KEY"]) == fp(API_KEY)
+    assert not (home / "~").exists()
+
+    run = cli("--codex-home", "~/elsewhere", "token", codex_home=codex_home)
+    assert run.code == 0
+    assert run.out_fp == fp(API_KEY + "\n")
 
 
 # demo and the warm path ###########################################################

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
+import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,6 +29,18 @@ def _literal_commands(section: str) -> list[str]:
 def _python_blocks() -> list[str]:
     blocks = re.findall(r"\.\. code-block:: python\n\n((?:    .*\n|\n)+)", README)
     return [re.sub(r"^    ", "", block, flags=re.M) for block in blocks]
+
+
+def _block_id(block: str) -> str:
+    """What a Python example shows: the HTTP client it uses, else the first codexauth name."""
+    for client in ("httpx", "requests"):
+        if f"import {client}\n" in block:
+            return f"{client}-adapter"
+    found = re.search(r"codexauth\.(\w+)", block)
+    return found.group(1) if found else "no-codexauth-name"
+
+
+PYTHON_BLOCKS = _python_blocks()
 
 
 def test_quick_start_is_two_commands_and_ci_runs_the_test_one_verbatim() -> None:
@@ -61,12 +75,11 @@ def api_url():
     server.server_close()
 
 
-@pytest.mark.parametrize("index", range(len(_python_blocks())))
-def test_python_examples_run(index: int, tmp_path: Path, api_url: str) -> None:
+@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[_block_id(b) for b in PYTHON_BLOCKS])
+def test_python_examples_run(block: str, tmp_path: Path, api_url: str) -> None:
     home = tmp_path / ".codex"
     home.mkdir(mode=0o700)
     write_auth_json(home)
-    block = _python_blocks()[index]
     program = f"url = {api_url!r}\n{block}\n"
     if "response" in block:
         program += "assert response.status_code == 200, response.status_code\n"
@@ -100,3 +113,28 @@ def test_exit_code_table_matches_the_cli() -> None:
     assert codexauth._exit_code(permanent) == 4
     assert codexauth._exit_code(codexauth.LockTimeoutError("x")) == 5
     assert codexauth._exit_code(codexauth.AuthFileError("p", "bad")) == 1
+
+
+def test_the_sdist_ships_every_file_the_tests_read(tmp_path: Path) -> None:
+    # From an unpacked sdist, `pytest` must pass as from a clone: test_readme.py reads .ci/run.
+    pytest.importorskip("build")
+    pytest.importorskip("setuptools")  # --no-isolation builds with the installed one
+    source = tmp_path / "source"  # a copy, so that building leaves no egg-info in the tree
+    junk = (".git", ".ci-venv", ".tox", "*.egg-info", "build", "dist", "__pycache__", ".*_cache")
+    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(*junk))
+    build = [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--skip-dependency-check"]
+    result = subprocess.run(
+        [*build, "--outdir", str(tmp_path / "dist"), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (sdist,) = (tmp_path / "dist").glob("*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        shipped = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    read_by_tests = [".ci/run", "README.rst", "tox.ini", "pyproject.toml", "setup.cfg"]
+    read_by_tests += [f"{p.parent.name}/{p.name}" for p in REPO_ROOT.glob("tests/*.py")]
+    read_by_tests += [f"benchmarks/{p.name}" for p in REPO_ROOT.glob("benchmarks/*.py")]
+    assert sorted(set(read_by_tests) - shipped) == []

@@ -160,6 +160,27 @@ def test_unknown_keys_survive_a_refresh(
     assert after["tokens"]["account_id"] == "acct-123"
 
 
+def test_every_public_function_expands_a_tilde_in_codex_home(
+    codex_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fixture's CODEX_HOME is $HOME/.codex; from tmp_path, "~" would otherwise be ./~.
+    monkeypatch.chdir(tmp_path)
+    tilde = "~/.codex"
+    codexauth.login_with_api_key(tilde, "sk-tilde-1")
+    loaded = codexauth.load_auth_dot_json(tilde)
+    assert loaded is not None and fp(loaded.openai_api_key) == fp("sk-tilde-1")
+    codexauth.save_auth(tilde, AuthDotJson(openai_api_key="sk-tilde-2"))
+    assert fp(read_doc(codex_home / "auth.json")["OPENAI_API_KEY"]) == fp("sk-tilde-2")
+    assert fp(codexauth.get_token(tilde)) == fp("sk-tilde-2")
+    auth = CodexAuth.from_auth_storage(tilde)
+    assert auth is not None and auth.auth_file == str(codex_home / "auth.json")
+    assert codexauth.RequestsAuth(tilde).codex.codex_home == str(codex_home)
+    assert codexauth.HttpxAuth(tilde).codex.codex_home == str(codex_home)
+    assert codexauth.logout(tilde) is True
+    assert not (codex_home / "auth.json").exists()
+    assert not (tmp_path / "~").exists()
+
+
 # Modes ########################################################################
 
 
