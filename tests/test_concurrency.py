@@ -8,11 +8,13 @@ through CODEX_REFRESH_TOKEN_URL_OVERRIDE. Tokens are compared through fp() only.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import pytest
-from support import Racers, TokenServer, access_token, fp, py_env, write_auth_json
+from codex_cli import AppServer, find_codex, login_status
+from support import Racers, TokenServer, access_token, fp, py_env, run_py, write_auth_json
 
 from codexauth import load_auth_dot_json
 
@@ -224,3 +226,142 @@ def test_failing_endpoint_one_attempt_per_backoff(
         for err in errs:
             assert err.startswith("codexauth: Failed to refresh token"), err
             assert err.count("\n") == 1, err
+
+
+# The real Codex CLI ############################################################
+# `codex app-server` 0.171 refreshes an expired login as it starts: it POSTs with the refresh
+# token it loaded, holding no lock, and only then takes auth.lock to write. These rounds race it
+# against a herd of codexauth processes on one expired login. The endpoint holds every answer
+# for CODEX_SERVER_DELAY, so both sides' POSTs carry the same refresh token; who reaches the
+# endpoint first alternates by round (the first POST is seen arriving before the other side is
+# let go), so each round has a known winner.
+
+CODEX_ROUNDS = 4
+CODEX_RACERS = 16
+CODEX_SERVER_DELAY = 0.5
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture
+def codex_bin() -> Path:
+    """A native Codex CLI 0.17x; skipped where none is installed, except in CI, which fails."""
+    try:
+        binary = find_codex()
+    except RuntimeError as exc:  # CODEXAUTH_CODEX_BIN names something unusable
+        pytest.fail(str(exc))
+    if binary is None:
+        reason = (
+            "no native Codex CLI 0.17x found: set CODEXAUTH_CODEX_BIN, or run "
+            "`npm install --prefix .codex-cli @openai/codex@0.171.0` as .ci/run does"
+        )
+        if _in_ci():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return binary
+
+
+def wait_for_posts(server: TokenServer, count: int, timeout: float = CHILD_TIMEOUT) -> None:
+    """Until the endpoint has received `count` POSTs in all (bounded)."""
+    deadline = time.monotonic() + timeout
+    while server.post_count < count:
+        assert time.monotonic() < deadline, f"{server.post_count}/{count} POSTs in {timeout} s"
+        time.sleep(0.002)
+
+
+def codex_round(
+    codex_home: Path, server: TokenServer, binary: Path, *, codex_first: bool
+) -> dict[str, object]:
+    """One race on the expired login in auth.json; what happened, with no token in it."""
+    start = load_auth_dot_json(codex_home)
+    assert start is not None and start.tokens is not None
+    start_fp = fp(start.tokens.refresh_token)
+    first_request = len(server.requests)
+    first_log = len(server.redacted_log())
+    app_server = AppServer(binary, codex_home, server.url)
+    with Racers(py_env(codex_home, server.url)) as racers:
+        for _ in range(CODEX_RACERS):
+            racers.spawn(["token"])
+        racers.wait_ready()
+        posts_before = server.post_count
+        try:
+            if codex_first:
+                app_server.start()
+                wait_for_posts(server, posts_before + 1)
+                racers.release()
+            else:
+                racers.release()
+                wait_for_posts(server, posts_before + 1)
+                app_server.start()
+            results = racers.finish(timeout=CHILD_TIMEOUT)
+            # Its start-up refresh is over (written or dropped) before it answers.
+            app_server.initialize()
+            app_server.account_read(refresh_token=False)
+        finally:
+            app_server.stop()
+    bodies = [b for b in server.requests[first_request:] if isinstance(b, dict)]
+    # Codex 0.171 sends refresh_reason; codexauth does not.
+    codex_posts = [b for b in bodies if "refresh_reason" in b]
+    our_posts = [b for b in bodies if "refresh_reason" not in b]
+    final_access, final_refresh = stored(codex_home)
+    return {
+        "order": "codex first" if codex_first else "codexauth first",
+        "failures": sum(r.returncode != 0 for r in results),
+        "exit_codes": sorted({r.returncode for r in results}),
+        "posts": len(bodies),
+        "log": server.redacted_log()[first_log:],
+        "codex_posted_same_token": any(fp(b["refresh_token"]) == start_fp for b in codex_posts),
+        "codexauth_posted_same_token": any(fp(b["refresh_token"]) == start_fp for b in our_posts),
+        "codex_reasons": sorted({str(b["refresh_reason"]) for b in codex_posts}),
+        "stored_is_live": final_refresh in {fp(token) for token in server.valid},
+        "printed_stored_access": all(fp(r.stdout.strip()) == final_access for r in results),
+    }
+
+
+@pytest.mark.slow
+def test_real_codex_cli_races_codexauth_herd(
+    codex_home: Path, token_server: TokenServer, codex_bin: Path
+) -> None:
+    token_server.delay = CODEX_SERVER_DELAY
+    expire(codex_home, "rt-0")
+    rounds = []
+    for round_number in range(CODEX_ROUNDS):
+        if round_number:
+            # Expire the login again, keeping the live refresh token the last round left.
+            auth = load_auth_dot_json(codex_home)
+            assert auth is not None and auth.tokens is not None
+            expire(codex_home, auth.tokens.refresh_token)
+        rounds.append(
+            codex_round(codex_home, token_server, codex_bin, codex_first=round_number % 2 == 0)
+        )
+
+    table = "\n".join(str(r) for r in rounds)
+    # The race was real: in some round both sides spent the very same refresh token.
+    raced = [r["codex_posted_same_token"] and r["codexauth_posted_same_token"] for r in rounds]
+    assert any(raced), table
+    for r in rounds:
+        assert r["failures"] == 0, table
+        assert r["stored_is_live"], table
+        assert r["printed_stored_access"], table
+        # One codexauth POST, plus at most the one Codex made on its own.
+        assert r["posts"] <= 2, table
+
+
+def test_codex_login_status_reads_what_codexauth_wrote(
+    codex_home: Path, token_server: TokenServer, codex_bin: Path
+) -> None:
+    expire(codex_home, "rt-0")
+    refreshed = run_py(["-m", "codexauth", "token"], codex_home=codex_home).returncode
+    assert refreshed == 0
+    assert token_server.post_count == 1
+    assert stored(codex_home) == issued(token_server)
+
+    status = login_status(codex_bin, codex_home)
+
+    # Only the verdicts reach an assertion: Codex's output could quote part of a key.
+    exit_code = status.returncode
+    says_chatgpt = "Logged in using ChatGPT" in status.stdout + status.stderr
+    assert exit_code == 0
+    assert says_chatgpt, "`codex login status` did not report a ChatGPT login"
