@@ -120,7 +120,8 @@ def test_the_sdist_ships_every_file_the_tests_read(tmp_path: Path) -> None:
     pytest.importorskip("build")
     pytest.importorskip("setuptools")  # --no-isolation builds with the installed one
     source = tmp_path / "source"  # a copy, so that building leaves no egg-info in the tree
-    junk = (".git", ".ci-venv", ".tox", "*.egg-info", "build", "dist", "__pycache__", ".*_cache")
+    junk = (".git", ".ci-venv", ".codex-cli", ".tox", "*.egg-info", "build", "dist", "__pycache__")
+    junk += (".*_cache",)
     shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(*junk))
     build = [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--skip-dependency-check"]
     result = subprocess.run(
