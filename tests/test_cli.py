@@ -821,3 +821,19 @@ def test_warm_token_imports_no_dependency_and_takes_no_lock(
     assert imported & {"requests", "portalocker", "platformdirs", "urllib3"} == set()
     assert sorted(p.name for p in codex_home.iterdir()) == ["auth.json"]  # no auth.lock
     assert token_server.post_count == 0
+
+
+def test_a_login_kind_codexauth_cannot_serve_is_exit_1_naming_it(
+    codex_home: Path, token_server: TokenServer
+) -> None:
+    path = write_auth_json(
+        codex_home, access_exp=time.time() - 60, extra_top={"auth_mode": "personalAccessToken"}
+    )
+    before = digest(path)
+    for command in ("token", "status", "refresh"):
+        run = cli(command, codex_home=codex_home, token_url=token_server.url)
+        assert run.code == 1, (command, run.err)
+        assert run.err.count("\n") == 1 and "'personalAccessToken'" in run.err
+        assert "Not logged in" not in run.err and "codex login" not in run.err
+    assert token_server.post_count == 0
+    assert digest(path) == before

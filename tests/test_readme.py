@@ -51,9 +51,9 @@ def test_quick_start_is_two_commands_and_ci_runs_the_test_one_verbatim() -> None
     ]
     ci_lines = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     # Verbatim, and in the scrubbed environment (env -i) that .ci/run defines.
-    assert any(
-        line.startswith("scrubbed ") and f'"{commands[1]}"' in line for line in ci_lines
-    ), "the README's test command is not in .ci/run"
+    assert any(line.startswith("scrubbed ") and f'"{commands[1]}"' in line for line in ci_lines), (
+        "the README's test command is not in .ci/run"
+    )
     assert any("env -i " in line for line in ci_lines)
 
 

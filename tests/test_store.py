@@ -7,6 +7,7 @@ Tokens are compared through fp() only.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -1095,3 +1096,29 @@ def test_a_full_disk_after_the_post_loses_no_tokens(
     assert token_server.post_count == 1  # the next process picked them up: no new POST
     assert fp(report["refresh_token"]) == fp(issued["refresh_token"])
     assert list(runtime.rglob("*.json")) == []
+
+
+def test_a_symlink_planted_at_the_state_file_mid_write_is_never_followed(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer, tmp_path: Path
+) -> None:
+    # Whatever the timing, a write of the state file replaces the path; it never opens
+    # what a link planted there points to (no check-then-write window).
+    auth_json(access_exp=time.time() - 60)
+    victim = tmp_path / "victim"
+    victim.write_bytes(PRECIOUS)
+    state = codex_home / "codexauth-state.json"
+    store = codexauth.FileStore(codex_home)
+    stop = time.monotonic() + 1.0
+    planted = 0
+    writes = 0
+    while time.monotonic() < stop and writes < 2000:  # bounded in count and time
+        with contextlib.suppress(OSError):
+            state.unlink()
+        state.symlink_to(victim)
+        planted += 1
+        store.update_shared_state(lambda s: setattr(s, "retry_after", time.time()))
+        writes += 1
+        assert not state.is_symlink()  # replaced by a file of ours
+    assert planted == writes and writes > 10
+    assert victim.read_bytes() == PRECIOUS
+    assert token_server.post_count == 0
