@@ -1202,3 +1202,31 @@ def test_a_backoff_is_honoured_only_up_to_its_own_length(
     CodexAuth(codex_home).get_token()
 
     assert token_server.post_count == 1
+
+
+def test_an_answer_without_an_access_token_while_a_peer_logs_in_anew_does_not_hang(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    # Once, this path asked for a token again while holding the refresh lock, and waited
+    # for its own lock until lock_timeout.
+    auth_json(access_exp=time.time() - 60)
+    token_server.omit_fields = {"access_token"}
+    token_server.delay = 0.5
+
+    def peer_logs_in_anew() -> None:
+        deadline = time.monotonic() + GUARD
+        while token_server.post_count == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        # A lockless peer, mid-POST, writes a login that needs a refresh too.
+        write_auth_json(codex_home, access_exp=time.time() - 60, refresh="rt-new-login")
+
+    peer = threading.Thread(target=peer_logs_in_anew)
+    peer.start()
+    outcome = call_bounded(CodexAuth(codex_home, lock_timeout=GUARD).get_token)
+    peer.join(GUARD)
+
+    error = outcome.get("error")
+    assert isinstance(error, TransientRefreshError), type(error)
+    assert not isinstance(error, codexauth.LockTimeoutError)
+    assert fp(stored_tokens(codex_home).refresh_token) == fp("rt-new-login")  # kept
+    assert token_server.post_count == 1
