@@ -43,8 +43,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CLIENT_ID",
+    "CLIENT_ID_OVERRIDE_ENV_VAR",
     "REFRESH_TOKEN_URL",
     "REFRESH_TOKEN_URL_OVERRIDE_ENV_VAR",
+    "REVOKE_TOKEN_URL",
+    "REVOKE_TOKEN_URL_OVERRIDE_ENV_VAR",
     "AuthDotJson",
     "AuthFileError",
     "AuthMode",
@@ -79,7 +82,11 @@ __all__ = [
 REFRESH_TOKEN_URL = "https://auth.openai.com/oauth/token"
 REFRESH_TOKEN_URL_OVERRIDE_ENV_VAR = "CODEX_REFRESH_TOKEN_URL_OVERRIDE"
 CLIENT_ID = "app_EMoamEEZ73f0CkXaXp7hrann"
-REFRESH_SCOPE = "openid profile email"
+CLIENT_ID_OVERRIDE_ENV_VAR = "CODEX_APP_SERVER_LOGIN_CLIENT_ID"
+# `logout` revokes the token first, as `codex logout` does
+# (codex-rs/login/src/auth/revoke.rs, constants in manager.rs).
+REVOKE_TOKEN_URL = "https://auth.openai.com/oauth/revoke"
+REVOKE_TOKEN_URL_OVERRIDE_ENV_VAR = "CODEX_REVOKE_TOKEN_URL_OVERRIDE"
 
 AUTH_FILE_NAME = "auth.json"
 # The lock is a sidecar: locking auth.json itself would be mandatory on
@@ -105,6 +112,9 @@ NO_WAIT_MARGIN = 60.0
 # a peer's refresh; the wait must outlast one peer's request.
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_LOCK_TIMEOUT = 60.0
+# A revoke gets at most this long, as Codex's REVOKE_HTTP_TIMEOUT: logging out
+# must not hang on a slow endpoint.
+REVOKE_TIMEOUT = 10.0
 
 # After a transient failure nobody retries the same refresh token for this
 # long: a failing endpoint must not be hit once per waiting process.
@@ -593,12 +603,17 @@ def _refresh_error_code(body: bytes) -> str | None:
 
 
 def _classify_refresh_failure(status: int, body: bytes) -> RefreshTokenError:
-    """The error a non-2xx token response means: permanent on 401 or a known code."""
+    """The error a non-2xx token response means: permanent on 401, a known code, or a 400
+    `invalid_grant`."""
     code = _refresh_error_code(body)
     known = {reason.value: reason for reason in RefreshTokenFailedReason}
     if code in known and code != RefreshTokenFailedReason.OTHER.value:
         return PermanentRefreshError(known[code])
-    if status == 401:
+    # OAuth's "this refresh token is no good" (RFC 6749 section 5.2).  The Codex 0.171 CLI
+    # treats a 400 invalid_grant as permanent with its generic message, and a 500 with the
+    # same code as transient (observed: its released binary against a loopback endpoint;
+    # manager.rs on GitHub predates this).
+    if status == 401 or (status == 400 and code == "invalid_grant"):
         return PermanentRefreshError(RefreshTokenFailedReason.OTHER)
     detail = f" ({code})" if code else ""
     return TransientRefreshError(f"{REFRESH_FAILED} HTTP {status}{detail}")
@@ -630,9 +645,20 @@ def _fingerprint(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-def _check_refresh_url(url: str) -> None:
-    """Only https, or plain http to this machine (for tests), may receive a refresh token."""
-    import ipaddress  # deferred: only refreshes need it
+def _is_loopback_host(host: str) -> bool:
+    """`localhost` or a loopback address (127.0.0.0/8, ::1); never a name that merely looks so."""
+    import ipaddress  # deferred: only requests need it
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_refresh_url(url: str, what: str = "refresh") -> None:
+    """Only https, or plain http to this machine (for tests), may receive a token."""
     from urllib.parse import urlsplit
 
     try:
@@ -642,16 +668,10 @@ def _check_refresh_url(url: str) -> None:
         parts, host = None, ""
     if parts is not None and parts.scheme == "https" and host:
         return
-    if parts is not None and parts.scheme == "http":
-        if host == "localhost":
-            return
-        try:
-            if ipaddress.ip_address(host).is_loopback:
-                return
-        except ValueError:
-            pass
+    if parts is not None and parts.scheme == "http" and _is_loopback_host(host):
+        return
     raise CodexAuthError(
-        f"refusing refresh URL {url!r}: it must be https, or http to a loopback address"
+        f"refusing {what} URL {url!r}: it must be https, or http to a loopback address"
     )
 
 
@@ -884,6 +904,14 @@ def save_auth(codex_home: StrPath, auth: AuthDotJson) -> None:
             current = None  # a broken file is replaced whole
         tokens = None if current is None else current.auth.tokens
         store.write(auth, replaces=None if tokens is None else tokens.refresh_token)
+
+
+def logout(codex_home: StrPath | None = None, *, revoke: bool = True) -> bool:
+    """Revoke the token, then delete auth.json, like ``codex logout``; True if there was one.
+
+    See CodexAuth.logout; ``revoke=False`` only deletes the file.
+    """
+    return CodexAuth(codex_home).logout(revoke=revoke)
 
 
 def login_with_api_key(codex_home: StrPath, api_key: str) -> None:
@@ -1406,41 +1434,172 @@ class _RefreshLock:
 
 
 # Refresh client ##############################################################
+# One POST for the token and the revoke endpoints, so that the URL rule, the CA
+# file, the proxy rule, the deadline and "no secret in an error" are written once.
+
+# When the deadline passes while bytes wait unread on the socket, the reader is
+# busy rather than blocked: the watchdog looks again this much later.
+_WATCHDOG_RECHECK = 0.05
+
+
+class _PostError(Exception):
+    """A POST got no complete answer; the message is one line and names no secret."""
+
+
+class _RevokeError(CodexAuthError):
+    """The revoke request failed; logout deletes auth.json anyway."""
 
 
 def _ca_bundle() -> str | bool:
-    """Which CA file verifies TLS; verification itself is never turned off."""
+    """Which CA file verifies TLS; verification itself is never turned off.
+
+    A variable naming a missing file is bad input, refused before any request:
+    requests would skip it for http and fail with a traceback for https.
+    """
     for name in ("CODEX_CA_CERTIFICATE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
         value = os.environ.get(name)
         if value:
+            if not os.path.exists(value):
+                raise CodexAuthError(f"{name} names {value!r}, which does not exist")
             return value
     return True
 
 
-def _abort(response: requests.Response) -> None:
-    """Wake a read blocked on `response`'s socket (closing alone would not)."""
-    connection = getattr(response.raw, "_connection", None)  # urllib3's, while streaming
-    sock = getattr(connection, "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(2)  # socket.SHUT_RDWR, without importing socket here
-    response.close()
+def _client_id() -> str:
+    """CLIENT_ID, or the override Codex honours for refresh and revoke alike
+    (codex-rs/login/src/auth/manager.rs `oauth_client_id`; checked with the 0.171 CLI)."""
+    override = os.environ.get(CLIENT_ID_OVERRIDE_ENV_VAR, "")
+    return override if override.strip() else CLIENT_ID
 
 
-def _post_refresh(
-    url: str, refresh_token: str, timeout: float, session: requests.Session | None
-) -> dict[str, str]:
-    """One POST to the token endpoint; the new fields, or a classified RefreshTokenError."""
+def _proxies_for(url: str) -> dict[str, Any] | None:
+    """No proxy for a loopback URL; elsewhere requests' own rules (HTTPS_PROXY, NO_PROXY...).
+
+    A token bound for this machine must not travel through a proxy.  requests
+    lets an explicit None beat both the environment and a session's own proxies,
+    then drops the key, so the request goes direct.
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if not _is_loopback_host(host):
+        return None
+    keys = (parts.scheme, "all", f"{parts.scheme}://{host}", f"all://{host}")
+    return dict.fromkeys(keys)  # every value None: "no proxy"
+
+
+def _response_socket(response: requests.Response) -> Any:
+    """The socket a streamed response reads from, with or without keep-alive.
+
+    After a `Connection: close` (or HTTP/1.0) answer, http.client drops the
+    connection's reference to the socket; the response's own reader still holds
+    it.  Checked with urllib3 1.26.20 (requests 2.25.1), 2.2.3 and 2.8.0.
+    """
+    raw = response.raw
+    # urllib3 >= 2.3 keeps the socket's bound shutdown method for HTTPResponse.shutdown().
+    sock = getattr(getattr(raw, "_sock_shutdown", None), "__self__", None)
+    if sock is None:  # older urllib3: http.client's HTTPResponse.fp is socket.makefile()
+        reader = getattr(getattr(raw, "_fp", None), "fp", None)
+        sock = getattr(getattr(reader, "raw", None), "_sock", None)
+    if sock is None:  # keep-alive: the connection still has it
+        sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    return sock
+
+
+def _readable(sock: Any) -> bool:
+    """Whether bytes (or the end) wait unread on `sock`, without blocking."""
+    import select  # deferred: only a refresh that overruns its deadline needs it
+
+    try:
+        if hasattr(select, "poll"):  # select() cannot take descriptors past FD_SETSIZE
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError, TypeError):  # closed meanwhile, or no socket at all
+        return False
+
+
+class _Watchdog:
+    """At the deadline, ends a response read that is blocked waiting for the server.
+
+    Per-read timeouts cannot bound a server that drips bytes, so a thread shuts
+    the socket down, which ends any read still waiting on it.  A read that is
+    not blocked is left alone: bytes already waiting (say, after the process was
+    stopped while the answer arrived) are the answer, not a hang.
+    """
+
+    def __init__(self, response: requests.Response, deadline: float) -> None:
+        self._response = response
+        self._sock = _response_socket(response)
+        self._deadline = deadline
+        self._lock = threading.Lock()
+        self._done = False
+        self._fired = False
+        self._wake = threading.Event()
+        thread = threading.Thread(target=self._run, name="codexauth-watchdog", daemon=True)
+        thread.start()
+
+    def _run(self) -> None:
+        while not self._wake.wait(max(self._deadline - time.monotonic(), 0.0)):
+            with self._lock:
+                if self._done:
+                    return
+                if _readable(self._sock):
+                    self._deadline = time.monotonic() + _WATCHDOG_RECHECK
+                    continue
+                self._fired = True
+            self._abort()
+            return
+
+    def _abort(self) -> None:
+        shutdown = getattr(self._response.raw, "shutdown", None)  # urllib3 >= 2.3
+        try:
+            shutdown()  # type: ignore[misc]  # AttributeError/TypeError when it is absent
+            return
+        except Exception:  # absent, or already released: use the socket
+            pass
+        with contextlib.suppress(OSError, AttributeError):
+            self._sock.shutdown(2)  # socket.SHUT_RDWR, without importing socket here
+
+    def stop(self) -> bool:
+        """Stand down; True if the deadline cut the read short."""
+        with self._lock:
+            self._done = True
+            self._wake.set()
+            return self._fired
+
+
+def _body_complete(raw: Any) -> bool:
+    """Whether urllib3 saw the body end as framed, not merely the connection end."""
+    if getattr(raw, "chunked", False):
+        return True  # a cut chunked body raises while reading
+    return getattr(raw, "length_remaining", None) == 0
+
+
+def _post_json(
+    url: str, payload: dict[str, str], timeout: float, session: requests.Session | None
+) -> tuple[int, bytes]:
+    """POST `payload` as JSON; the status and body, or _PostError.
+
+    `timeout` bounds connecting, each wait for the server, and reading the body
+    once the headers are in.  Response headers get only the per-read timeout:
+    before post() returns there is no socket to shut, and abandoning a request
+    still in flight would free the lock for a peer to reuse the refresh token
+    while this one might yet be spent.  A server that trickles its headers can
+    so hold a refresh past `timeout`; the README and --help say so.
+
+    No exception from requests is chained or kept: they hold the request, and
+    so the token, in `.request.body`.
+    """
     import requests  # deferred: costs ~100 ms to import and only a refresh needs it
 
-    payload = {
-        "client_id": CLIENT_ID,
-        "grant_type": "refresh_token",
-        "refresh_token": refresh_token,
-        "scope": REFRESH_SCOPE,
-    }
+    _check_refresh_url(url)
+    verify = _ca_bundle()
     deadline = time.monotonic() + timeout
     post = session.post if session is not None else requests.post
+    failure = None
     try:
         response = post(
             url,
@@ -1448,40 +1607,134 @@ def _post_refresh(
             headers={"Accept": "application/json"},
             timeout=(timeout, timeout),
             stream=True,
-            verify=_ca_bundle(),
-            allow_redirects=False,
+            verify=verify,
+            allow_redirects=False,  # a redirect must not carry the token elsewhere
+            proxies=_proxies_for(url),
         )
-        # A server dripping bytes defeats per-read timeouts: at the deadline
-        # the socket is shut down, which ends any read still blocked on it.
-        # (Headers get only the per-read timeout: before post() returns there
-        # is no socket to shut, and walking away from a request that may still
-        # succeed would free the lock for a peer to reuse the refresh token.)
-        watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), _abort, (response,))
-        watchdog.daemon = True
-        watchdog.start()
-        body: bytearray | None = bytearray()
+    except Exception as exc:  # requests' errors, and whatever urllib3 or ssl let through
+        failure = _describe_failure(exc)
+    if failure is not None:  # raised here, outside `except`, so nothing is chained
+        raise _PostError(failure)
+    watchdog = _Watchdog(response, deadline)
+    body = bytearray()
+    try:
+        for chunk in response.iter_content(8192):
+            body += chunk
+            if len(body) > MAX_RESPONSE_BYTES:
+                failure = "response too large"
+                break
+    except Exception as exc:  # a cut read fails in many ways; the type is named
+        failure = _describe_failure(exc)
+    finally:
+        cut = watchdog.stop()
+        response.close()
+    if cut and (failure is not None or not _body_complete(response.raw)):
+        raise _PostError(f"no complete answer within {timeout:g} s")
+    if failure is not None:
+        raise _PostError(failure)
+    return response.status_code, bytes(body)
+
+
+def _describe_failure(exc: BaseException) -> str:
+    """One line for a failed request: what happened and the exception's type, nothing else."""
+    import requests  # already imported by the caller
+
+    if isinstance(exc, requests.Timeout):
+        return f"timed out ({type(exc).__name__})"
+    return f"could not reach the server ({type(exc).__name__})"
+
+
+def _post_refresh(
+    url: str,
+    refresh_token: str,
+    timeout: float,
+    session: requests.Session | None,
+    *,
+    reason: str = "proactive_expiry",
+) -> dict[str, str]:
+    """One POST to the token endpoint; the new fields, or a classified RefreshTokenError.
+
+    The body is the Codex 0.171 CLI's, field for field (seen on the wire from its
+    released binary).  `refresh_reason` is "proactive_expiry" for a token that
+    is expired or due, "unauthorized_recovery" after an API answered 401, and
+    "forced" for a refresh asked for outright.
+    """
+    payload = {
+        "client_id": _client_id(),
+        "grant_type": "refresh_token",
+        "refresh_reason": reason,
+        "refresh_token": refresh_token,
+    }
+    try:
+        status, body = _post_json(url, payload, timeout, session)
+    except _PostError as exc:
+        raise TransientRefreshError(f"{REFRESH_FAILED} {exc}") from None
+    if 200 <= status < 300:
+        return _parse_token_response(body)
+    raise _classify_refresh_failure(status, body)
+
+
+def _refresh_url() -> str:
+    """Where refreshes go: CODEX_REFRESH_TOKEN_URL_OVERRIDE, else Codex's endpoint; checked."""
+    url = os.environ.get(REFRESH_TOKEN_URL_OVERRIDE_ENV_VAR) or REFRESH_TOKEN_URL
+    _check_refresh_url(url)
+    return url
+
+
+def _revoke_url() -> str:
+    """CODEX_REVOKE_TOKEN_URL_OVERRIDE, else the refresh override's host with path
+    /oauth/revoke, else REVOKE_TOKEN_URL (codex-rs/login/src/auth/revoke.rs)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    override = os.environ.get(REVOKE_TOKEN_URL_OVERRIDE_ENV_VAR)
+    if override:
+        return override
+    refresh = os.environ.get(REFRESH_TOKEN_URL_OVERRIDE_ENV_VAR)
+    if refresh:
         try:
-            for chunk in response.iter_content(8192):
-                body += chunk
-                if len(body) > MAX_RESPONSE_BYTES:
-                    raise TransientRefreshError(f"{REFRESH_FAILED} response too large")
-        except Exception:
-            if time.monotonic() < deadline:
-                raise
-            body = None  # whatever broke, it broke because the watchdog fired
-        finally:
-            watchdog.cancel()
-            response.close()
-        if body is None or time.monotonic() > deadline:
-            raise TransientRefreshError(
-                f"{REFRESH_FAILED} no complete answer within {timeout:g} s"
-            )
-    except requests.RequestException as exc:
-        kind = "timed out" if isinstance(exc, requests.Timeout) else "could not reach the server"
-        raise TransientRefreshError(f"{REFRESH_FAILED} {kind} ({type(exc).__name__})") from exc
-    if 200 <= response.status_code < 300:
-        return _parse_token_response(bytes(body))
-    raise _classify_refresh_failure(response.status_code, bytes(body))
+            parts = urlsplit(refresh)
+        except ValueError:
+            parts = None
+        if parts is not None and parts.scheme and parts.netloc:
+            return urlunsplit((parts.scheme, parts.netloc, "/oauth/revoke", "", parts.fragment))
+    return REVOKE_TOKEN_URL
+
+
+def _revocable_token(auth: AuthDotJson) -> tuple[str, str] | None:
+    """(token, token_type_hint) that `codex logout` revokes: the refresh token, else the
+    access token, of a ChatGPT login only (codex-rs/login/src/auth/revoke.rs)."""
+    try:
+        mode = auth.mode
+    except UnsupportedAuthModeError:
+        return None  # not a login Codex revokes either
+    if mode is not AuthMode.CHATGPT or auth.tokens is None:
+        return None
+    if auth.tokens.refresh_token:
+        return auth.tokens.refresh_token, "refresh_token"
+    if auth.tokens.access_token:
+        return auth.tokens.access_token, "access_token"
+    return None
+
+
+def _post_revoke(
+    url: str, token: str, hint: str, timeout: float, session: requests.Session | None
+) -> None:
+    """Revoke `token` as `codex logout` does; _RevokeError names the problem in one line.
+
+    The body is Codex's: the token, its type, and the client id for a refresh
+    token only (revoke.rs `RevokeTokenKind`; checked with the 0.171 CLI).
+    """
+    payload = {"token": token, "token_type_hint": hint}
+    if hint == "refresh_token":
+        payload["client_id"] = _client_id()
+    try:
+        status, body = _post_json(url, payload, timeout, session)
+    except _PostError as exc:
+        raise _RevokeError(f"could not revoke the token: {exc}") from None
+    if not 200 <= status < 300:
+        code = _refresh_error_code(body)
+        detail = f" ({code})" if code else ""
+        raise _RevokeError(f"could not revoke the token: HTTP {status}{detail}")
 
 
 # CodexAuth ###################################################################
@@ -1698,7 +1951,7 @@ class CodexAuth:
             return tokens.access_token, _account(tokens)
         try:
             # A token with time to spare is not worth queueing behind a peer's refresh.
-            new = self._refresh(snapshot, force=False, wait=freshness is not _Freshness.ADVISORY)
+            new = self._refresh(snapshot, wait=freshness is not _Freshness.ADVISORY)
         except RefreshTokenError as exc:
             if not freshness.still_valid:
                 raise
@@ -1724,7 +1977,7 @@ class CodexAuth:
             return held.auth.openai_api_key
         if mode is None or held.auth.tokens is None:
             raise _not_logged_in(self.auth_file)
-        return self._refresh(held, force=True).access_token
+        return self._refresh(held, reason="forced").access_token
 
     def recover_unauthorized(self, rejected_token: str) -> str | None:
         """After an API answered 401 to `rejected_token`: a newer token to retry with, or None.
@@ -1744,14 +1997,16 @@ class CodexAuth:
             _log(_DEBUG, "401 recovery: adopted a token a peer wrote")
             return tokens.access_token
         try:
-            return self._refresh(snapshot, force=True).access_token
+            return self._refresh(snapshot, reason="unauthorized_recovery").access_token
         except RefreshTokenError as exc:
             _log(_DEBUG, "401 recovery: refresh failed: %s", exc)
             raise
 
     # The single-flight protocol.
 
-    def _refresh(self, start: _Snapshot, *, force: bool, wait: bool = True) -> TokenData:
+    def _refresh(
+        self, start: _Snapshot, *, reason: str = "proactive_expiry", wait: bool = True
+    ) -> TokenData:
         """stale -> lock -> re-read -> adopt or POST -> write -> unlock.
 
         `start` is the snapshot the caller holds.  Tokens written since, for
@@ -1760,8 +2015,7 @@ class CodexAuth:
         """
         assert start.auth.tokens is not None
         stale = start.auth.tokens.refresh_token
-        url = os.environ.get(REFRESH_TOKEN_URL_OVERRIDE_ENV_VAR) or REFRESH_TOKEN_URL
-        _check_refresh_url(url)
+        url = _refresh_url()
         deadline = time.monotonic() + (self.lock_timeout if wait else 0.0)
         while True:
             # Fail fast, with no lock and no request, where a peer's attempt already failed.
@@ -1788,7 +2042,7 @@ class CodexAuth:
                 return adopted[0]
             try:
                 _log(_DEBUG, "refresh lock taken after %.0f ms", _ms_since(waited))
-                outcome = self._refresh_locked(start, force, url)
+                outcome = self._refresh_locked(start, reason, url)
             finally:
                 lock.release()
             if isinstance(outcome, TokenData):
@@ -1828,7 +2082,7 @@ class CodexAuth:
         return tokens
 
     def _refresh_locked(
-        self, start: _Snapshot, force: bool, url: str
+        self, start: _Snapshot, reason: str, url: str
     ) -> TokenData | tuple[float, str]:
         """The refresh itself, under the lock.
 
@@ -1858,7 +2112,7 @@ class CodexAuth:
         self.store.check_writable()
         _log(_DEBUG, "refresh started: POST %s", url)
         try:
-            fields = _post_refresh(url, refresh_token, self.timeout, self._session)
+            fields = _post_refresh(url, refresh_token, self.timeout, self._session, reason=reason)
         except PermanentRefreshError as exc:
             _log(_DEBUG, "refresh failed for good: %s", exc.reason.name)
             if exc.reason is RefreshTokenFailedReason.EXHAUSTED:
@@ -1972,6 +2226,49 @@ class CodexAuth:
             )
         return refreshed
 
+    # Logging out, like `codex logout`.
+
+    revoke_error: str | None = None  # why the last logout() revoked nothing, if it tried
+
+    def _revoke(self, url: str) -> None:
+        """The revoke half of logout(); failures become `revoke_error` and a warning."""
+        try:
+            snapshot = self._load(force=True)
+            found = None if snapshot is None else _revocable_token(snapshot.auth)
+            if found is not None:
+                token, hint = found
+                _post_revoke(url, token, hint, min(self.timeout, REVOKE_TIMEOUT), self._session)
+        except (_RevokeError, AuthFileError) as exc:
+            self.revoke_error = (
+                str(exc)
+                if isinstance(exc, _RevokeError)
+                else f"could not revoke the token: cannot read it ({exc})"
+            )
+            _log(_WARNING, "%s; deleting %s anyway", self.revoke_error, self.auth_file)
+
+    def logout(self, *, revoke: bool = True) -> bool:
+        """Revoke the login's token at the server, then delete auth.json; True if there was one.
+
+        Like `codex logout` (codex-rs/login/src/auth/manager.rs `logout_with_revoke`):
+        the refresh token is revoked, else the access token; an API key is not.  A
+        revoke that fails (network, timeout, an error status) still deletes the file:
+        `revoke_error` then says why, and a warning is logged.  It runs under the
+        refresh lock, so no peer is mid-refresh.  `revoke=False` only deletes.
+        """
+        self.revoke_error = None
+        url = _revoke_url()
+        if revoke:  # bad input fails before the lock, leaving auth.json as it was
+            _check_refresh_url(url, "revoke")
+            _ca_bundle()
+        if not os.path.lexists(self.auth_file):
+            return False  # nothing to revoke or delete: no lock file made either
+        with self.store.locked(self.lock_timeout):
+            if revoke:
+                self._revoke(url)
+            removed = self.store.delete()
+        self._snapshot = None
+        return removed
+
 
 def _ms_since(start: float) -> float:
     return (time.monotonic() - start) * 1000
@@ -1987,15 +2284,6 @@ def get_token(codex_home: StrPath | None = None) -> str:
     if auth is None:
         auth = _shared.setdefault(home, CodexAuth(home))
     return auth.get_token()
-
-
-def logout(codex_home: StrPath | None = None) -> bool:
-    """Delete auth.json under the refresh lock, like ``codex logout``; True if there was one."""
-    store = FileStore(codex_home)
-    if not os.path.lexists(store.auth_file):
-        return False
-    with store.locked(DEFAULT_LOCK_TIMEOUT):
-        return store.delete()
 
 
 # Adapters ####################################################################
@@ -2330,7 +2618,8 @@ def _build_parser() -> Any:
         "--timeout",
         type=_seconds,
         metavar="SECONDS",
-        help=f"limit for the refresh request (default {DEFAULT_TIMEOUT:g})",
+        help=f"limit for connecting, each wait for the server, and the response body "
+        f"(default {DEFAULT_TIMEOUT:g}); response headers that trickle in can take longer",
     )
     parser.add_argument(
         "--lock-timeout",
@@ -2353,7 +2642,10 @@ def _build_parser() -> Any:
     command("refresh", "refresh now (waits for, or adopts, a peer's refresh)")
     status = command("status", "who is logged in, plan, expiry (no tokens)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    command("logout", "delete auth.json, like `codex logout`")
+    logout = command("logout", "revoke the token and delete auth.json, like `codex logout`")
+    logout.add_argument(
+        "--keep-token", action="store_true", help="only delete auth.json; revoke nothing"
+    )
     login = command("login", "store an API key read from stdin")
     login.add_argument(
         "--api-key", action="store_true", required=True, help="read the key from stdin"
@@ -2479,7 +2771,14 @@ def _run(args: Any) -> int:
             _print_status(info)
         return EXIT_OK if info["logged_in"] else EXIT_NOT_LOGGED_IN
     elif args.command == "logout":
-        print("Logged out." if logout(auth.codex_home) else "Not logged in.")
+        if not args.verbose:  # the one-line warning below says it; no second copy from logging
+            import logging
+
+            logging.getLogger("codexauth").addHandler(logging.NullHandler())
+        removed = auth.logout(revoke=not args.keep_token)
+        if auth.revoke_error is not None:
+            print(f"codexauth: warning: {auth.revoke_error}", file=sys.stderr)
+        print("Logged out." if removed else "Not logged in.")
     elif args.command == "login":
         login_with_api_key(auth.codex_home, _read_api_key())
         print(f"Stored the API key in {auth.auth_file}.")

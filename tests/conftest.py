@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from support import TokenServer, write_auth_json
+from support import UNREACHABLE_REVOKE_URL, TokenServer, write_auth_json
 
 # What platformdirs reads on Linux; each is pointed inside the temporary HOME.
 XDG_DIRS = {
@@ -37,14 +37,21 @@ def codex_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.setenv(var, str(home / sub))
     monkeypatch.delenv("CODEX_REFRESH_TOKEN_URL_OVERRIDE", raising=False)
     monkeypatch.delenv("CODEX_CA_CERTIFICATE", raising=False)
+    monkeypatch.delenv("CODEX_APP_SERVER_LOGIN_CLIENT_ID", raising=False)
+    # logout() revokes first: without a test server, that request must not leave the machine.
+    monkeypatch.setenv("CODEX_REVOKE_TOKEN_URL_OVERRIDE", UNREACHABLE_REVOKE_URL)
     return path
 
 
 @pytest.fixture
 def token_server(codex_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TokenServer]:
-    """A started TokenServer (valid refresh token ``rt-0``) set as the refresh URL override."""
+    """A started TokenServer (valid refresh token ``rt-0``) set as the refresh URL override.
+
+    The revoke URL is left to Codex's rule, which derives the server's ``/oauth/revoke``.
+    """
     with TokenServer() as server:
         monkeypatch.setenv("CODEX_REFRESH_TOKEN_URL_OVERRIDE", server.url)
+        monkeypatch.delenv("CODEX_REVOKE_TOKEN_URL_OVERRIDE")
         yield server
 
 

@@ -33,11 +33,13 @@ TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 
 TOKEN_PATH = "/oauth/token"
+REVOKE_PATH = "/oauth/revoke"
 COUNT_PATH = "/count"
 
 # Where a child process refreshes when no test server is given: loopback port 9 (discard),
 # which refuses the connection, so a forgotten override can never reach the real auth server.
 UNREACHABLE_TOKEN_URL = "http://127.0.0.1:9/oauth/token"
+UNREACHABLE_REVOKE_URL = "http://127.0.0.1:9/oauth/revoke"
 
 _DEFAULT = object()  # "argument not given", where None has a meaning of its own
 _jti = itertools.count(1)
@@ -166,6 +168,10 @@ class TokenServer:
     answers 401 ``refresh_token_reused``, an unknown one 401 ``refresh_token_invalidated``.
     Fault knobs (`fail_next`, `delay`, `hang`, `omit_fields`, `access_ttl`) may be changed
     at any time, from any thread.
+
+    ``/oauth/revoke`` (Codex's logout) answers 200 and invalidates the refresh token it is
+    given, so a later refresh with it gets ``refresh_token_invalidated``; `fail_next_revoke`
+    makes it fail, and `hang` holds it too.
     """
 
     def __init__(
@@ -182,6 +188,9 @@ class TokenServer:
         self.id_token_kwargs: dict[str, str] = {}  # passed to id_token() for issued tokens
         self.post_count = 0
         self.requests: list[Any] = []  # parsed bodies; they hold tokens, so never print them
+        self.answered = 0  # token POSTs whose whole answer has been written to the socket
+        self.revoke_count = 0
+        self.revoke_requests: list[Any] = []  # parsed bodies; they hold tokens: never print
         self.last_issued: dict[str, Any] | None = None
         self._port = port
         self._lock = threading.Lock()
@@ -190,7 +199,10 @@ class TokenServer:
         self._seq = itertools.count(1)
         self._canned: collections.deque[tuple[int, bytes, str, dict[str, str]]]
         self._canned = collections.deque()
+        self._revoke_canned: collections.deque[tuple[int, bytes, str, dict[str, str]]]
+        self._revoke_canned = collections.deque()
         self._log: list[str] = []
+        self._revoke_log: list[str] = []
         self._stopped = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -239,6 +251,10 @@ class TokenServer:
         return f"http://127.0.0.1:{self.port}{TOKEN_PATH}"
 
     @property
+    def revoke_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{REVOKE_PATH}"
+
+    @property
     def count_url(self) -> str:
         return f"http://127.0.0.1:{self.port}{COUNT_PATH}"
 
@@ -276,6 +292,18 @@ class TokenServer:
             for _ in range(times):
                 self._canned.append((status, payload, ctype, dict(headers or {})))
 
+    def fail_next_revoke(
+        self, status: int, body: Mapping[str, Any] | bytes, times: int = 1
+    ) -> None:
+        """Answer the next `times` revoke requests with this response; nothing is revoked."""
+        if isinstance(body, bytes):
+            payload, ctype = body, "text/plain"
+        else:
+            payload, ctype = json.dumps(dict(body)).encode(), "application/json"
+        with self._lock:
+            for _ in range(times):
+                self._revoke_canned.append((status, payload, ctype, {}))
+
     def hang_until_stopped(self) -> None:
         self.hang = True
 
@@ -283,6 +311,11 @@ class TokenServer:
         """One entry per POST: ``"200"``, ``"401 refresh_token_reused"``, ``"hung"``..."""
         with self._lock:
             return list(self._log)
+
+    def redacted_revoke_log(self) -> list[str]:
+        """One entry per revoke: ``"200 refresh_token"``, ``"503"``, ``"hung"``..."""
+        with self._lock:
+            return list(self._revoke_log)
 
     # request handling (called on handler threads)
 
@@ -310,6 +343,35 @@ class TokenServer:
             status, doc = self._rotate(body)
             self._log.append(f"{status} {_error_code(doc)}" if status != 200 else "200")
         return status, json.dumps(doc).encode(), "application/json", {}
+
+    def _handle_revoke(self, raw: bytes) -> tuple[int, bytes, str, dict[str, str]] | None:
+        """The response to one revoke request (RFC 7009), or None to drop it unanswered."""
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        with self._lock:
+            self.revoke_count += 1
+            self.revoke_requests.append(body)
+        if self.hang:
+            with self._lock:
+                self._revoke_log.append("hung")
+            self._stopped.wait()
+            return None
+        with self._lock:
+            if self._revoke_canned:
+                status, payload, ctype, headers = self._revoke_canned.popleft()
+                self._revoke_log.append(str(status))
+                return status, payload, ctype, headers
+            if not isinstance(body, dict) or not isinstance(body.get("token"), str):
+                self._revoke_log.append("400 invalid_request")
+                return 400, b'{"error": "invalid_request"}', "application/json", {}
+            hint = str(body.get("token_type_hint"))
+            if hint == "refresh_token":
+                self._valid.discard(body["token"])
+                self._used.discard(body["token"])
+            self._revoke_log.append(f"200 {hint}")
+        return 200, b"{}", "application/json", {}
 
     def _rotate(self, body: Any) -> tuple[int, dict[str, Any]]:
         """Exchange a refresh token, under the lock."""
@@ -360,12 +422,20 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
-        if self.path.split("?")[0] != TOKEN_PATH:
+        path = self.path.split("?")[0]
+        if path == REVOKE_PATH:
+            response = self.token_server._handle_revoke(raw)
+            if response is not None:
+                self._send(*response)
+            return
+        if path != TOKEN_PATH:
             self._send(404, b'{"error": "not_found"}', "application/json", {})
             return
         response = self.token_server._handle_post(raw)
         if response is not None:
             self._send(*response)
+            with self.token_server._lock:
+                self.token_server.answered += 1
 
     def do_GET(self) -> None:
         if self.path.split("?")[0] != COUNT_PATH:

@@ -449,16 +449,112 @@ def test_a_token_that_is_not_printable_ascii_is_one_line_naming_it(
 # logout and login ##############################################################
 
 
-def test_logout_removes_auth_json_then_says_not_logged_in(codex_home: Path) -> None:
+def test_logout_removes_auth_json_then_says_not_logged_in(
+    codex_home: Path, token_server: TokenServer
+) -> None:
     write_auth_json(codex_home)
     (codex_home / "config.toml").write_text('model = "o3"\n')
-    run = cli("logout", codex_home=codex_home)
+    run = cli("logout", codex_home=codex_home, token_url=token_server.url)
     assert (run.code, run.out, run.err) == (0, "Logged out.\n", "")
     # auth.lock stays: logout takes the refresh lock, and a lock file is never deleted.
     assert sorted(p.name for p in codex_home.iterdir()) == ["auth.lock", "config.toml"]
+    assert token_server.redacted_revoke_log() == ["200 refresh_token"]
 
-    run = cli("logout", codex_home=codex_home)
+    run = cli("logout", codex_home=codex_home, token_url=token_server.url)
     assert (run.code, run.out, run.err) == (0, "Not logged in.\n", "")
+    assert token_server.revoke_count == 1
+
+
+def test_logout_revokes_the_refresh_token_as_codex_does(
+    codex_home: Path, token_server: TokenServer
+) -> None:
+    write_auth_json(codex_home, refresh="rt-0")
+    run = cli("logout", codex_home=codex_home, token_url=token_server.url)
+    assert run.code == 0
+    (body,) = token_server.revoke_requests
+    assert {k: v for k, v in body.items() if k != "token"} == {
+        "token_type_hint": "refresh_token",
+        "client_id": codexauth.CLIENT_ID,
+    }
+    assert fp(body["token"]) == fp("rt-0")
+
+
+@pytest.mark.parametrize("failure", ["503", "unreachable", "hang"])
+def test_logout_whose_revoke_fails_still_deletes_and_warns(
+    codex_home: Path, token_server: TokenServer, failure: str
+) -> None:
+    path = write_auth_json(codex_home)
+    secrets = secrets_of(stored(codex_home))
+    env: dict[str, str | None] = {}
+    if failure == "503":
+        token_server.fail_next_revoke(503, {"error": {"code": "server_error"}})
+    elif failure == "unreachable":
+        env["CODEX_REVOKE_TOKEN_URL_OVERRIDE"] = "http://127.0.0.1:9/oauth/revoke"
+    else:
+        token_server.hang = True
+    run = cli(
+        "--timeout", "0.5", "logout", codex_home=codex_home, token_url=token_server.url, env=env
+    )
+    assert (run.code, run.out) == (0, "Logged out.\n")
+    assert traceback_free_one_liner(run.err)
+    assert run.err.startswith("codexauth: warning: could not revoke the token")
+    assert run.leaks(secrets) == []
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "login"),
+    [(["logout", "--keep-token"], "chatgpt"), (["logout"], "apikey")],
+    ids=["keep-token", "api-key-login"],
+)
+def test_logout_that_revokes_nothing_makes_no_request(
+    codex_home: Path, token_server: TokenServer, args: list[str], login: str
+) -> None:
+    if login == "apikey":
+        path = write_auth_json(codex_home, tokens=False, api_key=API_KEY)
+    else:
+        path = write_auth_json(codex_home)
+    run = cli(*args, codex_home=codex_home, token_url=token_server.url)
+    assert (run.code, run.out, run.err) == (0, "Logged out.\n", "")
+    assert token_server.revoke_count == 0 and token_server.post_count == 0
+    assert not path.exists()
+
+
+def test_logout_refuses_a_plain_http_revoke_url_elsewhere(
+    codex_home: Path, token_server: TokenServer
+) -> None:
+    path = write_auth_json(codex_home)
+    before = digest(path)
+    env: dict[str, str | None] = {
+        "CODEX_REVOKE_TOKEN_URL_OVERRIDE": "http://example.com/oauth/revoke",
+        # Should the check fail, the request reaches the loopback server, not example.com.
+        "HTTP_PROXY": f"http://127.0.0.1:{token_server.port}",
+        "http_proxy": f"http://127.0.0.1:{token_server.port}",
+        "NO_PROXY": None,
+        "no_proxy": None,
+    }
+    run = cli("logout", codex_home=codex_home, token_url=token_server.url, env=env)
+    assert run.code == 1
+    assert traceback_free_one_liner(run.err)
+    assert "revoke URL" in run.err
+    assert digest(path) == before
+    assert token_server.revoke_count == 0 and token_server.post_count == 0
+
+
+@pytest.mark.parametrize("command", ["token", "logout"])
+def test_a_missing_ca_certificate_file_is_a_one_line_error(
+    codex_home: Path, token_server: TokenServer, command: str
+) -> None:
+    path = write_auth_json(codex_home, access=access_token(time.time() - 60))
+    before = digest(path)
+    missing = str(codex_home.parent / "no-such-ca.pem")
+    env: dict[str, str | None] = {"CODEX_CA_CERTIFICATE": missing}
+    run = cli(command, codex_home=codex_home, token_url=token_server.url, env=env)
+    assert run.code == 1
+    assert traceback_free_one_liner(run.err)
+    assert "CODEX_CA_CERTIFICATE" in run.err and missing in run.err
+    assert token_server.post_count == 0 and token_server.revoke_count == 0
+    assert digest(path) == before
 
 
 def test_login_api_key_reads_stdin_then_token_prints_it(codex_home: Path) -> None:
@@ -528,7 +624,7 @@ HELP_CASES = [
     ("header", ["header"], ["Authorization: Bearer"]),
     ("refresh", ["refresh"], ["peer"]),
     ("status", ["status"], ["logged in", "--json"]),
-    ("logout", ["logout"], ["delete auth.json"]),
+    ("logout", ["logout"], ["revoke", "delete auth.json", "--keep-token"]),
     ("login", ["login"], ["API key", "--api-key", "stdin"]),
     ("demo", ["demo"], ["expired login", "-n", "--processes"]),
 ]

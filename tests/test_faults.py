@@ -15,10 +15,13 @@ import json
 import os
 import random
 import shutil
+import signal
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,7 +31,7 @@ from typing import Any, Callable
 import pytest
 from support import Racers, TokenServer, access_token, fp, py_env, run_py, write_auth_json
 
-from codexauth import load_auth_dot_json
+from codexauth import CodexAuth, TransientRefreshError, load_auth_dot_json
 
 CHILD_TIMEOUT = 30.0
 SIDECARS = {"auth.json", "auth.lock", "codexauth-state.json"}
@@ -695,3 +698,207 @@ def test_login_with_an_api_key_in_a_read_only_home_makes_the_file_owner_only(
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert json.loads(path.read_bytes())["OPENAI_API_KEY"] == "sk-new-key"
+
+
+# A stopped process, a dripping server #########################################
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP/SIGCONT")
+def test_answer_that_arrived_while_stopped_is_used_after_the_deadline(
+    codex_home: Path, token_server: TokenServer
+) -> None:
+    # The process is stopped (SIGSTOP, a debugger) while the answer arrives, and resumed
+    # after its --timeout ran out: the answer is complete, the token is spent, so it must
+    # be used. Discarding it would lose the login.
+    write_auth_json(codex_home, access=access_token(time.time() - 60), refresh="rt-0")
+    token_server.delay = 0.3  # the answer comes while the child is stopped
+    child = subprocess.Popen(
+        [sys.executable, "-m", "codexauth", "--timeout", "2", "token"],
+        env=py_env(codex_home, token_server.url),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: token_server.post_count == 1 or child.poll() is not None)
+        assert child.poll() is None, "the child ended before it was stopped"
+        sent = time.monotonic()
+        os.kill(child.pid, signal.SIGSTOP)
+        wait_until(lambda: token_server.answered == 1)
+        time.sleep(max(sent + 2 + 0.5 - time.monotonic(), 0))  # let the deadline pass
+        os.kill(child.pid, signal.SIGCONT)
+        out, err = child.communicate(timeout=CHILD_TIMEOUT)
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(child.pid, signal.SIGCONT)
+        child.kill()
+        child.wait()
+
+    issued = token_server.last_issued
+    assert issued is not None
+    assert child.returncode == 0, err.count("\n")  # a line count; stderr holds no token
+    assert token_server.post_count == 1
+    assert fp(out.strip()) == fp(issued["access_token"])
+    assert fp(stored(codex_home)[1]) == fp(issued["refresh_token"])
+
+
+def _token_body() -> bytes:
+    body = {"access_token": access_token(time.time() + 3600, seq="drip"), "refresh_token": "rt-d"}
+    return json.dumps(body).encode()
+
+
+class DripServer:
+    """A loopback token endpoint that answers 200 with `head` then `body`, trickling one of
+    them a byte every `interval` seconds (each gap shorter than the client's per-read
+    timeout). It stops when the client goes away, or at close()."""
+
+    def __init__(self, head: bytes, body: bytes, *, drip: str, interval: float = 0.25) -> None:
+        self.head, self.body, self.drip, self.interval = head, body, drip, interval
+        self.requests = 0
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/oauth/token"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            request = b""
+            while not _whole_request(request):  # read it all: closing on unread bytes resets
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                request += chunk
+            self.requests += 1
+            for part, name in ((self.head, "head"), (self.body, "body")):
+                if name != self.drip:
+                    conn.sendall(part)
+                    continue
+                for i in range(len(part)):
+                    if self._stop.wait(self.interval):
+                        return
+                    conn.sendall(part[i : i + 1])
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._listener.close()
+
+
+def _whole_request(data: bytes) -> bool:
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return True
+
+
+def _head(status_line: bytes, headers: dict[str, str]) -> bytes:
+    lines = [status_line, *(f"{k}: {v}".encode() for k, v in headers.items())]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def _chunked(body: bytes) -> bytes:
+    """`body` as HTTP/1.1 chunks of one byte each."""
+    chunks = [b"1\r\n%s\r\n" % body[i : i + 1] for i in range(len(body))]
+    return b"".join(chunks) + b"0\r\n\r\n"
+
+
+# (id, status line, headers besides Content-Type, body encoding)
+DRIP_VARIANTS = [
+    ("http11-keep-alive", b"HTTP/1.1 200 OK", {}, "length"),
+    ("http11-connection-close", b"HTTP/1.1 200 OK", {"Connection": "close"}, "length"),
+    ("http10", b"HTTP/1.0 200 OK", {}, "length"),
+    ("http10-no-length", b"HTTP/1.0 200 OK", {}, "none"),
+    ("http11-chunked", b"HTTP/1.1 200 OK", {"Transfer-Encoding": "chunked"}, "chunked"),
+]
+
+
+def _drip_server(status: bytes, headers: dict[str, str], framing: str, drip: str) -> DripServer:
+    body = _token_body()
+    if framing == "length":
+        headers = {**headers, "Content-Length": str(len(body))}
+    if framing == "chunked":
+        body = _chunked(body)
+    head = _head(status, {"Content-Type": "application/json", **headers})
+    return DripServer(head, body, drip=drip)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("status", "headers", "framing"),
+    [v[1:] for v in DRIP_VARIANTS],
+    ids=[v[0] for v in DRIP_VARIANTS],
+)
+def test_a_dripping_body_is_cut_at_the_timeout(
+    status: bytes,
+    headers: dict[str, str],
+    framing: str,
+    codex_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each byte comes sooner than the per-read timeout; all of them would take minutes.
+    path = write_auth_json(codex_home, access=access_token(time.time() - 60), refresh="rt-0")
+    before = file_fp(path)
+    server = _drip_server(status, headers, framing, drip="body")
+    monkeypatch.setenv("CODEX_REFRESH_TOKEN_URL_OVERRIDE", server.url)
+    outcome: dict[str, Any] = {}
+
+    def refresh() -> None:
+        try:
+            outcome["value"] = CodexAuth(codex_home, timeout=1).get_token()
+        except Exception as exc:
+            outcome["error"] = exc
+
+    caller = threading.Thread(target=refresh, daemon=True)
+    try:
+        caller.start()
+        caller.join(1 + 5)  # a hang check, not a timing benchmark
+        finished = not caller.is_alive()
+    finally:
+        server.close()
+    assert finished, "the refresh outlived its --timeout by more than 5 s"
+    error = outcome.get("error")
+    assert isinstance(error, TransientRefreshError), repr(error)
+    assert "no complete answer within 1 s" in str(error)
+    assert server.requests == 1
+    assert file_fp(path) == before
+
+
+@pytest.mark.slow
+def test_headers_that_trickle_past_the_timeout_then_a_whole_answer_are_used(
+    codex_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Response headers get only the per-read timeout (see _post_json): the request is not
+    # abandoned while it may still succeed, and a complete answer is used even though it
+    # came after --timeout.
+    write_auth_json(codex_home, access=access_token(time.time() - 60), refresh="rt-0")
+    body = _token_body()
+    head = _head(b"HTTP/1.0 200 OK", {"Content-Length": str(len(body)), "X-Pad": "x" * 8})
+    server = DripServer(head, body, drip="head", interval=2.5 / len(head))  # 2.5 s in all
+    monkeypatch.setenv("CODEX_REFRESH_TOKEN_URL_OVERRIDE", server.url)
+    try:
+        token = CodexAuth(codex_home, timeout=1).get_token()
+    finally:
+        server.close()
+
+    issued = json.loads(body)
+    assert fp(token) == fp(issued["access_token"])
+    assert fp(stored(codex_home)[1]) == fp(issued["refresh_token"])

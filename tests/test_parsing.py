@@ -8,6 +8,7 @@ No test id or assertion message carries a token; tokens are compared through fp(
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import pickle
 from datetime import datetime, timedelta, timezone
@@ -88,6 +89,9 @@ JWT_CLAIMS_CASES = [
     ids=[case[0] for case in JWT_CLAIMS_CASES],
 )
 def test_jwt_claims(token: str, expected: dict[str, Any] | None) -> None:
+    # Earlier tests' garbage (sockets in reference cycles) must not be finalized in the middle
+    # of the nested-too-deep case, at the recursion limit.
+    gc.collect()
     assert codexauth._jwt_claims(token) == expected
 
 
@@ -372,7 +376,20 @@ CLASSIFY_CASES = [
     ("500-html", 500, b"<html>Internal Server Error</html>", None, None),
     ("502-not-json", 502, b"Bad Gateway", None, None),
     ("429-rate-limited", 429, b'{"error": {"code": "rate_limited"}}', None, None),
-    ("400-invalid-grant", 400, b'{"error": "invalid_grant"}', None, None),
+    # OAuth's invalid_grant with a 400 is a dead refresh token, as the Codex 0.171 CLI has it;
+    # with any other status it is just a server error.
+    ("400-invalid-grant-string", 400, b'{"error": "invalid_grant"}', R.OTHER, MSG_OTHER),
+    (
+        "400-invalid-grant-object",
+        400,
+        b'{"error": {"code": "invalid_grant", "message": "m"}}',
+        R.OTHER,
+        MSG_OTHER,
+    ),
+    ("400-invalid-grant-top-level-upper", 400, b'{"code": "INVALID_GRANT"}', R.OTHER, MSG_OTHER),
+    ("500-invalid-grant", 500, b'{"error": "invalid_grant"}', None, None),
+    ("403-invalid-grant", 403, b'{"error": {"code": "invalid_grant"}}', None, None),
+    ("400-invalid-request", 400, b'{"error": "invalid_request"}', None, None),
     # "other" is the enum's value, not a code the server sends: no permanent failure for it.
     ("400-code-literally-other", 400, b'{"error": {"code": "other"}}', None, None),
 ]

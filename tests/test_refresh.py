@@ -11,14 +11,18 @@ and file contents through digest(), so a failing assertion never prints a secret
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import socket
 import ssl
 import stat
 import threading
 import time
+import types
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -126,8 +130,8 @@ def peer_refresh(server: TokenServer, refresh_token: str) -> dict[str, str]:
     body = {
         "client_id": codexauth.CLIENT_ID,
         "grant_type": "refresh_token",
+        "refresh_reason": "proactive_expiry",
         "refresh_token": refresh_token,
-        "scope": "openid profile email",
     }
     request = urllib.request.Request(
         server.url,
@@ -242,20 +246,54 @@ def test_refresh_token_returns_transient_error_on_server_failure(
 def test_request_body_is_exactly_what_codex_sends(
     codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
 ) -> None:
-    auth_json(refresh="rt-0")
+    # The Codex 0.171 CLI's body, as its released binary sends it for an expired token.
+    auth_json(refresh="rt-0", access_exp=time.time() - 60)
 
-    CodexAuth(codex_home).refresh_token()
+    CodexAuth(codex_home).get_token()
 
     assert token_server.post_count == 1
     (body,) = token_server.requests
     assert isinstance(body, dict)
-    assert sorted(body) == ["client_id", "grant_type", "refresh_token", "scope"]
+    assert sorted(body) == ["client_id", "grant_type", "refresh_reason", "refresh_token"]
     assert fp(body["refresh_token"]) == fp("rt-0")
     assert {k: v for k, v in body.items() if k != "refresh_token"} == {
         "client_id": "app_EMoamEEZ73f0CkXaXp7hrann",
         "grant_type": "refresh_token",
-        "scope": "openid profile email",
+        "refresh_reason": "proactive_expiry",
     }
+
+
+@pytest.mark.parametrize("reason", ["forced", "unauthorized_recovery"])
+def test_refresh_reason_is_sent_as_given(reason: str, token_server: TokenServer) -> None:
+    codexauth._post_refresh(token_server.url, "rt-0", 5.0, None, reason=reason)
+
+    (body,) = token_server.requests
+    assert body["refresh_reason"] == reason
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [("client-x", "client-x"), ("", codexauth.CLIENT_ID), ("   ", codexauth.CLIENT_ID)],
+    ids=["set", "empty", "blank"],
+)
+def test_client_id_override_as_codex_reads_it(
+    override: str,
+    expected: str,
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CODEX_APP_SERVER_LOGIN_CLIENT_ID", override)
+    auth_json(refresh="rt-0", access_exp=time.time() - 60)
+
+    CodexAuth(codex_home).get_token()
+    CodexAuth(codex_home).logout()
+
+    (body,) = token_server.requests
+    (revoke,) = token_server.revoke_requests
+    assert body["client_id"] == expected
+    assert revoke["client_id"] == expected
 
 
 @pytest.mark.parametrize("omitted", ["id_token", "refresh_token", "access_token", "none"])
@@ -534,6 +572,219 @@ def test_tls_with_the_ca_from_the_environment(
     issued = server.last_issued
     assert issued is not None and server.post_count == 1
     assert fp(outcome["value"]) == fp(issued["access_token"])
+
+
+# Proxies and redirects ########################################################
+
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+class RecordingProxy:
+    """A loopback "proxy" that records each request's method and target host, then answers
+    502. It keeps nothing else: a body that reached it would hold a token."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                with contextlib.suppress(OSError):
+                    line = conn.recv(4096).split(b"\r\n", 1)[0].decode("latin-1")
+                    method, target = [*line.split(" "), "", ""][:2]
+                    host = target.split(":")[0] if method == "CONNECT" else ""
+                    self.seen.append((method, host or urllib.parse.urlsplit(target).hostname))
+                    conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._listener.close()
+
+
+@pytest.fixture
+def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[RecordingProxy]:
+    """A RecordingProxy set in every proxy variable, with no NO_PROXY."""
+    recorder = RecordingProxy()
+    for var in PROXY_VARS:
+        monkeypatch.setenv(var, recorder.url)
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    yield recorder
+    recorder.close()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+@pytest.mark.parametrize("own_session", [False, True], ids=["default", "session-with-proxies"])
+def test_loopback_refresh_never_goes_through_a_proxy(
+    host: str,
+    own_session: bool,
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+    proxy: RecordingProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import requests
+
+    monkeypatch.setenv(OVERRIDE, f"http://{host}:{token_server.port}/oauth/token")
+    auth_json(access_exp=time.time() - 60)
+    session = None
+    if own_session:
+        session = requests.Session()
+        session.proxies = {"http": proxy.url, "https": proxy.url}
+
+    outcome = call_bounded(CodexAuth(codex_home, timeout=5, session=session).get_token)
+
+    assert "error" not in outcome, repr(outcome.get("error"))
+    assert proxy.seen == []
+    assert token_server.post_count == 1
+
+
+def test_https_refresh_elsewhere_still_honours_the_proxy(
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    proxy: RecordingProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The proxy sees only the CONNECT (the token would travel inside TLS); ".invalid" never
+    # resolves, and nothing leaves this machine.
+    monkeypatch.setenv(OVERRIDE, "https://auth.codexauth-test.invalid/oauth/token")
+    auth_json(access_exp=time.time() - 60)
+
+    outcome = call_bounded(CodexAuth(codex_home, timeout=5).get_token)
+
+    assert isinstance(outcome.get("error"), TransientRefreshError)
+    assert proxy.seen == [("CONNECT", "auth.codexauth-test.invalid")]
+
+
+def test_a_redirect_is_not_followed(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    path = auth_json(access_exp=time.time() - 60)
+    before = path.read_bytes()
+    with TokenServer() as elsewhere:  # would accept rt-0 and answer 200
+        token_server.fail_next(307, b"", headers={"Location": elsewhere.url})
+
+        outcome = call_bounded(CodexAuth(codex_home, timeout=5).get_token)
+
+        assert elsewhere.post_count == 0
+    error = outcome.get("error")
+    assert isinstance(error, TransientRefreshError)
+    assert "HTTP 307" in str(error)
+    assert token_server.post_count == 1
+    assert digest(path.read_bytes()) == digest(before)
+
+
+# No token reachable from an error #############################################
+
+
+def reachable(error: BaseException) -> list[Any]:
+    """Every object `error` leads to through causes, contexts, args and attributes.
+
+    Tracebacks are left out: while a refresh runs, its frames hold the token as a local,
+    as any Python code's would. What must not hold it is the error itself and what it
+    chains or carries, as a requests exception carries `.request.body`.
+    """
+    skip = (types.TracebackType, types.FrameType, types.ModuleType, type, types.FunctionType)
+    found: list[Any] = []
+    seen: set[int] = set()
+    stack: list[Any] = [error]
+    while stack and len(seen) < 50_000:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, skip):
+            continue
+        seen.add(id(obj))
+        found.append(obj)
+        if isinstance(obj, (str, bytes, bytearray, int, float)):
+            continue
+        if isinstance(obj, BaseException):
+            stack += [obj.__cause__, obj.__context__, *obj.args]
+        if isinstance(obj, dict):
+            stack += [*obj.keys(), *obj.values()]
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack += list(obj)
+        attributes = getattr(obj, "__dict__", None)
+        if isinstance(attributes, dict):
+            stack += list(attributes.values())
+    return found
+
+
+def token_leaks(error: BaseException, secret: str) -> list[str]:
+    """Where `secret` shows in what `error` reaches, by type name (never the secret)."""
+    leaks = []
+    for obj in reachable(error):
+        text: Any = obj
+        if isinstance(obj, BaseException):
+            text = repr(obj) + str(obj)
+        if isinstance(text, (bytes, bytearray)):
+            text = bytes(text).decode("latin-1")
+        if isinstance(text, str) and secret in text:
+            leaks.append(type(obj).__name__)
+    return leaks
+
+
+@pytest.mark.parametrize("failure", ["refused", "timeout", "bad-headers"])
+def test_no_token_is_reachable_from_a_failed_refresh(
+    failure: str,
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = "rt-secret-0123456789abcdef"
+    token_server.issue(secret)
+    auth_json(refresh=secret, access_exp=time.time() - 60)
+    if failure == "refused":
+        monkeypatch.setenv(OVERRIDE, UNREACHABLE_TOKEN_URL)
+    elif failure == "timeout":
+        token_server.hang = True
+    else:
+        # Two Content-Length values: urllib3 1.26 raises its own InvalidHeader for this.
+        token_server.fail_next(200, {"access_token": "a.b.c"}, headers={"Content-Length": "999"})
+
+    outcome = call_bounded(CodexAuth(codex_home, timeout=0.5).get_token)
+
+    error = outcome.get("error")
+    assert isinstance(error, TransientRefreshError)
+    assert len(reachable(error)) > 1  # the walk did look past the error itself
+    assert token_leaks(error, secret) == []
+
+
+@pytest.mark.parametrize("failure", ["refused", "timeout"])
+def test_no_token_is_reachable_from_a_failed_revoke(
+    failure: str,
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = "rt-secret-0123456789abcdef"
+    auth_json(refresh=secret)
+    if failure == "refused":
+        monkeypatch.setenv("CODEX_REVOKE_TOKEN_URL_OVERRIDE", "http://127.0.0.1:9/oauth/revoke")
+    else:
+        token_server.hang = True
+
+    with pytest.raises(codexauth.CodexAuthError) as info:
+        codexauth._post_revoke(codexauth._revoke_url(), secret, "refresh_token", 0.5, None)
+
+    assert "could not revoke the token" in str(info.value)
+    assert token_leaks(info.value, secret) == []
 
 
 # Staleness through get_token() ###############################################
@@ -1230,3 +1481,222 @@ def test_an_answer_without_an_access_token_while_a_peer_logs_in_anew_does_not_ha
     assert not isinstance(error, codexauth.LockTimeoutError)
     assert fp(stored_tokens(codex_home).refresh_token) == fp("rt-new-login")  # kept
     assert token_server.post_count == 1
+
+
+# Logout: revoke, then delete, like `codex logout` #############################
+
+REVOKE_OVERRIDE = "CODEX_REVOKE_TOKEN_URL_OVERRIDE"
+
+
+def test_logout_revokes_the_refresh_token_exactly_as_codex(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    path = auth_json(refresh="rt-0")
+    auth = CodexAuth(codex_home)
+
+    assert auth.logout() is True
+
+    assert not path.exists()
+    assert auth.revoke_error is None
+    assert token_server.redacted_revoke_log() == ["200 refresh_token"]
+    (body,) = token_server.revoke_requests
+    assert sorted(body) == ["client_id", "token", "token_type_hint"]
+    assert fp(body["token"]) == fp("rt-0")
+    assert body["token_type_hint"] == "refresh_token"
+    assert body["client_id"] == codexauth.CLIENT_ID
+    # The server forgot the token: a login restored from a backup cannot refresh with it.
+    auth_json(refresh="rt-0", access_exp=time.time() - 60)
+    with pytest.raises(PermanentRefreshError) as info:
+        CodexAuth(codex_home).get_token()
+    assert info.value.reason is RefreshTokenFailedReason.REVOKED
+
+
+def test_logout_revokes_the_access_token_when_there_is_no_refresh_token(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    path = auth_json(refresh="")
+    access = json.loads(path.read_bytes())["tokens"]["access_token"]
+
+    assert codexauth.logout(codex_home) is True
+
+    (body,) = token_server.revoke_requests
+    assert sorted(body) == ["token", "token_type_hint"]  # no client id, as Codex
+    assert fp(body["token"]) == fp(access)
+    assert body["token_type_hint"] == "access_token"
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    "login",
+    [
+        {"tokens": False, "api_key": "sk-test-key"},
+        {"api_key": "sk-test-key"},  # a key beside tokens: the key is the login
+        {"extra_top": {"auth_mode": "apikey"}},
+        {"refresh": "", "access": ""},
+    ],
+    ids=["api-key", "api-key-beside-tokens", "auth-mode-apikey", "empty-tokens"],
+)
+def test_logout_with_nothing_to_revoke_only_deletes(
+    login: dict[str, Any],
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+) -> None:
+    path = auth_json(**login)
+
+    assert codexauth.logout(codex_home) is True
+
+    assert token_server.revoke_count == 0
+    assert not path.exists()
+
+
+def test_logout_keep_token_only_deletes(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    path = auth_json()
+
+    assert CodexAuth(codex_home).logout(revoke=False) is True
+
+    assert token_server.revoke_count == 0
+    assert not path.exists()
+
+
+def test_logout_without_auth_json_makes_no_request(
+    codex_home: Path, token_server: TokenServer
+) -> None:
+    assert codexauth.logout(codex_home) is False
+    assert token_server.revoke_count == 0
+
+
+@pytest.mark.parametrize("failure", ["503", "refused", "timeout", "corrupt-auth-json"])
+def test_a_failed_revoke_still_deletes_with_a_warning(
+    failure: str,
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = auth_json(refresh="rt-0")
+    if failure == "503":
+        token_server.fail_next_revoke(503, {"error": {"code": "unavailable"}})
+    elif failure == "refused":
+        monkeypatch.setenv(REVOKE_OVERRIDE, "http://127.0.0.1:9/oauth/revoke")
+    elif failure == "timeout":
+        token_server.hang = True
+    else:
+        path.write_bytes(b'{"tokens": [')
+    auth = CodexAuth(codex_home, timeout=0.5)
+
+    with caplog.at_level(logging.WARNING, logger="codexauth"):
+        outcome = call_bounded(auth.logout)
+
+    assert outcome.get("value") is True, repr(outcome.get("error"))
+    assert not path.exists()
+    assert auth.revoke_error is not None
+    assert auth.revoke_error.startswith("could not revoke the token")
+    assert "\n" not in auth.revoke_error and "rt-0" not in auth.revoke_error
+    assert [r.getMessage().split(";")[0] for r in caplog.records] == [auth.revoke_error]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://example.com/oauth/revoke", "http://10.1.2.3/oauth/revoke", "ftp://127.0.0.1/x"],
+    ids=["http-remote-host", "http-private-address", "ftp-loopback"],
+)
+def test_logout_refuses_a_revoke_url_before_any_request(
+    url: str,
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Should the check fail, the request reaches the loopback server through these proxies.
+    for var in PROXY_VARS:
+        monkeypatch.setenv(var, f"http://127.0.0.1:{token_server.port}")
+    monkeypatch.setenv(REVOKE_OVERRIDE, url)
+    path = auth_json()
+    before = path.read_bytes()
+
+    with pytest.raises(CodexAuthError) as info:
+        CodexAuth(codex_home, timeout=5).logout()
+
+    assert "revoke URL" in str(info.value) and "https" in str(info.value)
+    assert token_server.revoke_count == 0 and token_server.post_count == 0
+    assert digest(path.read_bytes()) == digest(before)
+
+
+@pytest.mark.parametrize(
+    ("revoke", "refresh", "expected"),
+    [
+        (None, None, "https://auth.openai.com/oauth/revoke"),
+        (
+            None,
+            "http://127.0.0.1:1234/oauth/token?unified=true",
+            "http://127.0.0.1:1234/oauth/revoke",
+        ),
+        (None, "https://auth.example.org/prefix/token", "https://auth.example.org/oauth/revoke"),
+        (None, "not a url", "https://auth.openai.com/oauth/revoke"),
+        ("http://[::1]:9/r", "http://127.0.0.1:1234/oauth/token", "http://[::1]:9/r"),
+    ],
+    ids=["default", "derived-drops-query", "derived-replaces-path", "unparsable", "override"],
+)
+def test_revoke_url_follows_codex_rule(
+    revoke: str | None, refresh: str | None, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var, value in ((REVOKE_OVERRIDE, revoke), (OVERRIDE, refresh)):
+        if value is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, value)
+    assert codexauth._revoke_url() == expected
+
+
+def test_revoke_url_override_wins_over_the_refresh_override(
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    auth_json()
+    with TokenServer() as revoker:
+        monkeypatch.setenv(REVOKE_OVERRIDE, revoker.revoke_url)
+
+        assert codexauth.logout(codex_home) is True
+
+        assert revoker.revoke_count == 1
+    assert token_server.revoke_count == 0
+
+
+@pytest.mark.skipif(os.name != "posix", reason="holds the lock with flock(2)")
+def test_logout_waits_for_a_peer_mid_refresh(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    import fcntl
+
+    path = auth_json()
+    before = path.read_bytes()
+    lock_fd = os.open(codex_home / "auth.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)  # a peer is refreshing
+    try:
+        with pytest.raises(codexauth.LockTimeoutError):
+            CodexAuth(codex_home, lock_timeout=0.3).logout()
+    finally:
+        os.close(lock_fd)
+
+    assert token_server.revoke_count == 0
+    assert digest(path.read_bytes()) == digest(before)
+
+
+def test_each_way_into_a_refresh_names_its_reason_as_codex_does(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    auth_json(access_exp=time.time() - 60)
+    auth = CodexAuth(codex_home)
+    auth.get_token()  # stale: proactive
+    auth.refresh_token()  # asked for outright
+    rejected = auth.get_token()
+    assert auth.recover_unauthorized(rejected) is not None  # an API said 401
+
+    reasons = [body["refresh_reason"] for body in token_server.requests]
+    assert reasons == ["proactive_expiry", "forced", "unauthorized_recovery"]
