@@ -148,13 +148,6 @@ LOCK_POLL_MAX = 0.01
 MAX_AUTH_FILE_BYTES = 1 << 20
 MAX_RESPONSE_BYTES = 1 << 20
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_NOT_LOGGED_IN = 3
-EXIT_PERMANENT = 4
-EXIT_TRANSIENT = 5
-
 
 # Errors ######################################################################
 
@@ -477,20 +470,23 @@ def _expect_token_chars(value: str, field: str) -> None:
         raise ValueError(f"{field} must be printable ASCII without spaces")
 
 
+def _required_str(raw: Mapping[str, Any], key: str, where: str) -> str:
+    if key not in raw:
+        raise ValueError(f"{where}.{key} is missing")
+    return _expect_str(raw[key], f"{where}.{key}", nullable=False) or ""
+
+
 def _parse_tokens(raw: object) -> TokenData:
     if not isinstance(raw, dict):
         raise ValueError(f"tokens must be an object, not {type(raw).__name__}")
     known = ("id_token", "access_token", "refresh_token")
-    for key in known:
-        if key not in raw:
-            raise ValueError(f"tokens.{key} is missing")
-    values = {key: _expect_str(raw[key], f"tokens.{key}", nullable=False) for key in known}
-    for key in ("access_token", "refresh_token"):
-        _expect_token_chars(values[key] or "", f"tokens.{key}")
+    id_tok, access, refresh = (_required_str(raw, key, "tokens") for key in known)
+    _expect_token_chars(access, "tokens.access_token")
+    _expect_token_chars(refresh, "tokens.refresh_token")
     return TokenData(
-        id_token=parse_id_token(values["id_token"] or ""),
-        access_token=values["access_token"] or "",
-        refresh_token=values["refresh_token"] or "",
+        id_token=parse_id_token(id_tok),
+        access_token=access,
+        refresh_token=refresh,
         account_id=_expect_str(raw.get("account_id"), "tokens.account_id", nullable=True),
         extra={k: v for k, v in raw.items() if k not in (*known, "account_id")},
     )
@@ -675,7 +671,7 @@ def _check_refresh_url(url: str, what: str = "refresh") -> None:
     )
 
 
-# File store ##################################################################
+# Stores ######################################################################
 
 
 _DEBUG, _WARNING = 10, 30
@@ -693,6 +689,218 @@ def _log(level: int, msg: str, *args: object) -> None:
         logging.getLogger("codexauth").log(level, msg, *args)
 
 
+class _Snapshot:
+    """The login as a store last read it: its version, and what the warm path needs."""
+
+    __slots__ = ("auth", "version", "trusted", "access_exp", "last_refresh")
+
+    def __init__(self, auth: AuthDotJson, version: object = None, trusted: bool = False) -> None:
+        self.auth = auth
+        self.version = version  # the store's own: a stat() key for a file
+        self.trusted = trusted  # the version alone tells whether it is still current
+        tokens = auth.tokens
+        self.access_exp = None if tokens is None else _jwt_expiry(tokens.access_token)
+        self.last_refresh = None if auth.last_refresh is None else auth.last_refresh.timestamp()
+
+
+class _SharedState:
+    """What processes sharing a login tell each other, kept in a sidecar; never a token.
+
+    Times are epoch seconds, but a wait read from it is honoured only up to
+    its full length: a writer whose clock runs ahead must not block the rest.
+    """
+
+    __slots__ = ("fingerprint", "reason", "retry_after", "peer_until", "clock_skew")
+
+    def __init__(
+        self,
+        fingerprint: str = "",
+        reason: RefreshTokenFailedReason | None = None,
+        retry_after: float = 0.0,
+        peer_until: float = 0.0,
+        clock_skew: float = 0.0,
+    ) -> None:
+        self.fingerprint = fingerprint  # of the refresh token the rest is about
+        self.reason = reason  # it failed for good
+        self.retry_after = retry_after  # it failed for now: nobody retries before this
+        self.peer_until = peer_until  # it was reused: a lockless peer may write until this
+        self.clock_skew = clock_skew  # local clock minus the issuer's, when off by much
+
+    def error_for(self, refresh_token: str, now: float) -> RefreshTokenError | None:
+        """The error to raise, without a request, for `refresh_token` now."""
+        if self.fingerprint != _fingerprint(refresh_token):
+            return None
+        if self.reason is not None:
+            return PermanentRefreshError(self.reason)
+        left = _remaining(self.retry_after, now, TRANSIENT_BACKOFF)
+        if left:
+            return TransientRefreshError(
+                f"{REFRESH_FAILED} a refresh just failed; try again in {left:.1f} s"
+            )
+        return None
+
+    def awaited_peer(self, refresh_token: str, now: float) -> float:
+        """Seconds left to wait for a lockless peer's write of `refresh_token`'s successor."""
+        if self.fingerprint != _fingerprint(refresh_token):
+            return 0.0
+        return _remaining(self.peer_until, now, REUSE_GRACE)
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "refresh_token_sha256": self.fingerprint,
+                "reason": None if self.reason is None else self.reason.name,
+                "retry_after": self.retry_after,
+                "peer_until": self.peer_until,
+                "clock_skew": self.clock_skew,
+            }
+        ).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes | None) -> _SharedState:
+        """Parse the sidecar; anything unreadable counts as nothing known."""
+        try:
+            raw = json.loads(data or b"")
+            reason = raw.get("reason")
+            numbers = [raw.get(k, 0.0) for k in ("retry_after", "peer_until", "clock_skew")]
+            numbers = [float(x) if _finite(x) else 0.0 for x in numbers]
+            return cls(
+                str(raw.get("refresh_token_sha256", "")),
+                None if reason is None else RefreshTokenFailedReason[reason],
+                *numbers,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            return cls()
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e12
+
+
+def _remaining(until: float, now: float, longest: float) -> float:
+    """Time left until `until`, trusted only within (0, longest]: clocks differ."""
+    left = until - now
+    return left if 0.0 < left <= longest else 0.0
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Protocol
+
+    class _HeldLock(Protocol):
+        def release(self) -> None: ...
+
+
+class Store:
+    """Where one login lives, and what the processes sharing it tell each other.
+
+    CodexAuth's single-flight refresh is written once over these methods and
+    never asks which store it has (see CodexAuth._refresh)::
+
+        read() -> stale? -> lock() -> read_locked() -> adopt, or POST and
+        write_if_unchanged() -> release()
+
+    A store says how to read and lock the login, how to write it only if it
+    is unchanged, and where to keep the few facts peers share (failure
+    memory, the wait for a lockless peer, the clock's offset); the rules for
+    those facts are written here, once.
+    """
+
+    location = ""  # where the login is, for messages and `status`
+
+    def read(self, *, force: bool = False) -> _Snapshot | None:
+        """The login (None: there is none); `force` re-reads what a cache may hold."""
+        raise NotImplementedError
+
+    def read_locked(self) -> _Snapshot | None:
+        """The login as it stands, read under the lock (a store may finish a peer's write)."""
+        return self.read(force=True)
+
+    def lock(self, timeout: float, done_elsewhere: Callable[[], bool]) -> _HeldLock | None:
+        """The refresh lock, held; None if `done_elsewhere()` turned true while waiting.
+
+        Raises LockTimeoutError after `timeout` seconds.
+        """
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def locked(self, timeout: float) -> Generator[None, None, None]:
+        lock = self.lock(timeout, lambda: False)
+        assert lock is not None  # nothing can be done elsewhere
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def check_writable(self) -> None:
+        """Raise before a refresh token is spent whose successor could not be stored."""
+
+    def write_if_unchanged(self, expected: _Snapshot, new: AuthDotJson) -> bool:
+        """Compare-and-set, under the lock: store `new` only if the login is still `expected`."""
+        raise NotImplementedError
+
+    def save(self, auth: AuthDotJson) -> None:
+        """Store `auth` whatever is there now (a new login), under the lock."""
+        raise NotImplementedError
+
+    def delete(self) -> bool:
+        """Remove the login, under the lock; True if there was one."""
+        raise NotImplementedError
+
+    # What peers tell each other: two primitives, and the rules over them.
+
+    def _load_state(self) -> bytes | None:
+        raise NotImplementedError
+
+    def _save_state(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _state(self) -> _SharedState:
+        return _SharedState.from_json(self._load_state())
+
+    def known_failure(self, refresh_token: str, now: float) -> RefreshTokenError | None:
+        """The error a peer's attempt with `refresh_token` left, if it still holds now."""
+        return self._state().error_for(refresh_token, now)
+
+    def awaited_peer(self, refresh_token: str, now: float) -> float:
+        """Seconds left to wait for a lockless peer's successor to `refresh_token`."""
+        return self._state().awaited_peer(refresh_token, now)
+
+    def clock_skew(self) -> float:
+        """How far this machine's clock was last found ahead of the token issuer's."""
+        return self._state().clock_skew
+
+    def record_failure(
+        self,
+        refresh_token: str,
+        *,
+        reason: RefreshTokenFailedReason | None = None,
+        retry_after: float = 0.0,
+        peer_until: float = 0.0,
+    ) -> None:
+        """Tell peers how the refresh with `refresh_token` went (see _SharedState)."""
+
+        def change(state: _SharedState) -> None:
+            state.fingerprint = _fingerprint(refresh_token)
+            state.reason, state.retry_after, state.peer_until = reason, retry_after, peer_until
+
+        self._update_state(change)
+
+    def record_clock_skew(self, skew: float) -> None:
+        self._update_state(lambda state: setattr(state, "clock_skew", skew))
+
+    def _update_state(self, change: Callable[[_SharedState], None]) -> None:
+        """Best effort: the real outcome is what callers see, whatever this manages."""
+        state = self._state()
+        change(state)
+        try:
+            self._save_state(state.to_json())
+        except CodexAuthError as exc:
+            _log(_WARNING, "could not tell peers: %s", exc)
+
+
+# File store ##################################################################
+
+
 def find_codex_home() -> str:
     """$CODEX_HOME, else ~/.codex (the directory need not exist)."""
     home = os.environ.get("CODEX_HOME")
@@ -708,6 +916,12 @@ def _home(codex_home: StrPath | None) -> str:
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _file_snapshot(auth: AuthDotJson, st: os.stat_result) -> _Snapshot:
+    """A snapshot versioned by stat(), trusted to stay current only past the racy window."""
+    trusted = time.time_ns() - st.st_ctime_ns > RACY_STAT_WINDOW * 1e9  # see RACY_STAT_WINDOW
+    return _Snapshot(auth, _stat_key(st), trusted)
 
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -753,12 +967,6 @@ def _read_auth_file(path: str) -> tuple[AuthDotJson, os.stat_result] | None:
             raise AuthFileError(path, str(exc)) from None
         time.sleep(delay)
         delay = min(delay * 2, 0.01)
-
-
-def load_auth_dot_json(codex_home: StrPath) -> AuthDotJson | None:
-    """auth.json from `codex_home`, or None when there is none."""
-    result = _read_auth_file(os.path.join(_home(codex_home), AUTH_FILE_NAME))
-    return None if result is None else result[0]
 
 
 def _fsync_dir(directory: str) -> None:
@@ -845,6 +1053,16 @@ def _write_new(path: str, data: bytes, like: os.stat_result | None) -> None:
     _fsync_dir(directory)
 
 
+def _remove_temps_of(path: str) -> None:
+    """Delete the temp files _write_new left for `path` when killed."""
+    import glob  # deferred: only writes get here
+
+    pattern = os.path.join(glob.escape(os.path.dirname(path)), f".{os.path.basename(path)}.*.tmp")
+    for temp in glob.glob(pattern):
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+
+
 def _write_file(path: str, data: bytes) -> None:
     """Write `path` (through a symlink, which stays a link) durably, mode 0600.
 
@@ -893,120 +1111,6 @@ def _read_sidecar(path: str, limit: int = 1 << 16) -> bytes | None:
         return None
 
 
-def save_auth(codex_home: StrPath, auth: AuthDotJson) -> None:
-    """Write `auth` to auth.json durably, mode 0600, keeping its unknown keys."""
-    store = FileStore(codex_home)
-    _makedirs_private(store.codex_home)
-    with store.locked(DEFAULT_LOCK_TIMEOUT):
-        try:
-            current = store.read(force=True)
-        except AuthFileError:
-            current = None  # a broken file is replaced whole
-        tokens = None if current is None else current.auth.tokens
-        store.write(auth, replaces=None if tokens is None else tokens.refresh_token)
-
-
-def logout(codex_home: StrPath | None = None, *, revoke: bool = True) -> bool:
-    """Revoke the token, then delete auth.json, like ``codex logout``; True if there was one.
-
-    See CodexAuth.logout; ``revoke=False`` only deletes the file.
-    """
-    return CodexAuth(codex_home).logout(revoke=revoke)
-
-
-def login_with_api_key(codex_home: StrPath, api_key: str) -> None:
-    """Store an API key as the login, replacing any ChatGPT tokens."""
-    api_key = api_key.strip()
-    if not api_key or any(c.isspace() for c in api_key):
-        raise CodexAuthError("the API key is empty or contains white space")
-    save_auth(codex_home, AuthDotJson(openai_api_key=api_key))
-
-
-class _Snapshot:
-    """auth.json as last read, with what the warm path needs precomputed."""
-
-    __slots__ = ("auth", "key", "trusted", "access_exp", "last_refresh")
-
-    def __init__(self, auth: AuthDotJson, st: os.stat_result | None) -> None:
-        self.auth = auth
-        self.key = None if st is None else _stat_key(st)
-        # The racy-timestamp rule: see RACY_STAT_WINDOW.
-        self.trusted = st is not None and time.time_ns() - st.st_ctime_ns > RACY_STAT_WINDOW * 1e9
-        tokens = auth.tokens
-        self.access_exp = None if tokens is None else _jwt_expiry(tokens.access_token)
-        self.last_refresh = None if auth.last_refresh is None else auth.last_refresh.timestamp()
-
-
-class _SharedState:
-    """What processes sharing a login tell each other, kept in a sidecar; never a token.
-
-    Times are epoch seconds, but a wait read from it is honoured only up to
-    its full length: a writer whose clock runs ahead must not block the rest.
-    """
-
-    __slots__ = ("fingerprint", "reason", "retry_after", "peer_until", "clock_skew")
-
-    def __init__(
-        self,
-        fingerprint: str = "",
-        reason: RefreshTokenFailedReason | None = None,
-        retry_after: float = 0.0,
-        peer_until: float = 0.0,
-        clock_skew: float = 0.0,
-    ) -> None:
-        self.fingerprint = fingerprint  # of the refresh token the rest is about
-        self.reason = reason  # it failed for good
-        self.retry_after = retry_after  # it failed for now: nobody retries before this
-        self.peer_until = peer_until  # it was reused: a lockless peer may write until this
-        self.clock_skew = clock_skew  # local clock minus the issuer's, when off by much
-
-    def error_for(self, refresh_token: str, now: float) -> RefreshTokenError | None:
-        """The error to raise, without a request, for `refresh_token` now."""
-        if self.fingerprint != _fingerprint(refresh_token):
-            return None
-        if self.reason is not None:
-            return PermanentRefreshError(self.reason)
-        left = _remaining(self.retry_after, now, TRANSIENT_BACKOFF)
-        if left:
-            return TransientRefreshError(
-                f"{REFRESH_FAILED} a refresh just failed; try again in {left:.1f} s"
-            )
-        return None
-
-    def awaited_peer(self, refresh_token: str, now: float) -> float:
-        """Seconds left to wait for a lockless peer's write of `refresh_token`'s successor."""
-        if self.fingerprint != _fingerprint(refresh_token):
-            return 0.0
-        return _remaining(self.peer_until, now, REUSE_GRACE)
-
-    def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "refresh_token_sha256": self.fingerprint,
-                "reason": None if self.reason is None else self.reason.name,
-                "retry_after": self.retry_after,
-                "peer_until": self.peer_until,
-                "clock_skew": self.clock_skew,
-            }
-        ).encode("utf-8")
-
-    @classmethod
-    def from_json(cls, data: bytes | None) -> _SharedState:
-        """Parse the sidecar; anything unreadable counts as nothing known."""
-        try:
-            raw = json.loads(data or b"")
-            reason = raw.get("reason")
-            numbers = [raw.get(k, 0.0) for k in ("retry_after", "peer_until", "clock_skew")]
-            numbers = [float(x) if _finite(x) else 0.0 for x in numbers]
-            return cls(
-                str(raw.get("refresh_token_sha256", "")),
-                None if reason is None else RefreshTokenFailedReason[reason],
-                *numbers,
-            )
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-            return cls()
-
-
 def _private_runtime_dir() -> str | None:
     """This user's runtime directory (a tmpfs on Linux), if it is really theirs alone.
 
@@ -1032,17 +1136,7 @@ def _private_runtime_dir() -> str | None:
     return os.path.join(base, "codexauth")
 
 
-def _finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e12
-
-
-def _remaining(until: float, now: float, longest: float) -> float:
-    """Time left until `until`, trusted only within (0, longest]: clocks differ."""
-    left = until - now
-    return left if 0.0 < left <= longest else 0.0
-
-
-class FileStore:
+class FileStore(Store):
     """The login in ``$CODEX_HOME/auth.json``, as the Codex CLI keeps it.
 
     Sidecars stay out of auth.json: the lock, the state peers share (beside
@@ -1057,23 +1151,59 @@ class FileStore:
         self._state_dir: str | None = None
 
     @property
-    def location(self) -> str:
+    def location(self) -> str:  # type: ignore[override]  # a property over the class default
         return self.auth_file
 
     # Reading: one stat() while the file is unchanged.
 
     def read(self, *, force: bool = False) -> _Snapshot | None:
-        """auth.json as a snapshot; `force` re-reads even when stat() says unchanged."""
+        """auth.json as a snapshot; `force` re-reads even when stat() says unchanged.
+
+        A torn auth.json that a pending write explains is finished from it.
+        """
         snapshot = self._snapshot
         if snapshot is not None and snapshot.trusted and not force:
             try:
-                if _stat_key(os.stat(self.auth_file)) == snapshot.key:
+                if _stat_key(os.stat(self.auth_file)) == snapshot.version:
                     return snapshot
             except OSError:
                 pass
-        result = _read_auth_file(self.auth_file)
-        self._snapshot = None if result is None else _Snapshot(*result)
+        try:
+            result = _read_auth_file(self.auth_file)
+        except AuthFileError as exc:
+            return self._repair(exc)
+        self._snapshot = None if result is None else _file_snapshot(*result)
         return self._snapshot
+
+    def read_locked(self) -> _Snapshot | None:
+        """Re-read whatever stat() says (within RACY_STAT_WINDOW a peer's write can
+        leave size and times as they were), and finish a write a killed peer, or a
+        full disk, left pending."""
+        snapshot = self.read(force=True)
+        pending = self._pending(snapshot)
+        if pending is None:
+            return snapshot
+        tokens = None if snapshot is None else snapshot.auth.tokens
+        self._write(pending, replaces=None if tokens is None else tokens.refresh_token)
+        _log(_WARNING, "finished a pending write of %s left by an earlier refresh", self.auth_file)
+        return self.read(force=True)
+
+    def _repair(self, error: AuthFileError) -> _Snapshot | None:
+        """auth.json is unreadable: finish the pending write that broke it, if there is one."""
+        if self._pending(None) is None:
+            raise error
+        with self.locked(DEFAULT_LOCK_TIMEOUT):
+            try:
+                result = _read_auth_file(self.auth_file)
+            except AuthFileError:
+                pending = self._pending(None)
+                if pending is None:
+                    raise
+                self._write(pending, replaces=None)
+                _log(_WARNING, "restored %s from a pending write", self.auth_file)
+                result = _read_auth_file(self.auth_file)
+        self._snapshot = None
+        return None if result is None else _file_snapshot(*result)
 
     # The lock.
 
@@ -1094,20 +1224,15 @@ class FileStore:
             home_lock = os.path.join(self._sidecar_dir(create=True), LOCK_FILE_NAME)
         return home_lock, ""
 
+    def lock_location(self) -> str:
+        """The first file the refresh lock takes, for `status`."""
+        home_lock, real_file = self.lock_paths()
+        return home_lock or real_file
+
     def lock(self, timeout: float, done_elsewhere: Callable[[], bool]) -> _RefreshLock | None:
-        """The refresh lock, held; None if `done_elsewhere()` turned true while waiting."""
         home_lock, real_file = self.lock_paths()
         lock = _RefreshLock(home_lock, real_file, self._owner())
         return lock if lock.acquire(timeout, done_elsewhere) else None
-
-    @contextlib.contextmanager
-    def locked(self, timeout: float) -> Generator[None, None, None]:
-        lock = self.lock(timeout, lambda: False)
-        assert lock is not None  # nothing can be done elsewhere
-        try:
-            yield
-        finally:
-            lock.release()
 
     def _owner(self) -> os.stat_result | None:
         """Whose login this is: files we create are theirs (see _give_to_owner_of)."""
@@ -1129,7 +1254,7 @@ class FileStore:
             "refresh it where it is writable (run `codex`), or mount it read-write",
         )
 
-    def write(self, auth: AuthDotJson, *, replaces: str | None) -> None:
+    def _write(self, auth: AuthDotJson, *, replaces: str | None) -> None:
         """Write auth.json (under the lock) so that a kill or a full disk loses nothing.
 
         `replaces` is the refresh token auth.json held when `auth` was made
@@ -1167,13 +1292,14 @@ class FileStore:
         for path in self._pending_paths():
             try:
                 _makedirs_private(os.path.dirname(path))
+                _remove_temps_of(path)  # a writer killed mid-copy left them; the lock is ours
                 _write_new(path, record, owner)
                 return path
             except (OSError, AuthFileError) as exc:
                 _log(_DEBUG, "could not keep a pending copy in %s: %s", path, exc)
         return None
 
-    def pending(self, current: _Snapshot | None) -> AuthDotJson | None:
+    def _pending(self, current: _Snapshot | None) -> AuthDotJson | None:
         """A pending write that `current` (None: missing or torn) has not caught up with."""
         tokens = None if current is None else current.auth.tokens
         behind = None if tokens is None else _fingerprint(tokens.refresh_token)
@@ -1202,13 +1328,21 @@ class FileStore:
         return paths
 
     def write_if_unchanged(self, expected: _Snapshot, new: AuthDotJson) -> bool:
-        """Compare-and-set (under the lock): write `new` only if auth.json is still `expected`."""
         current = self.read(force=True)
         if current is None or current.auth != expected.auth:
             return False
         tokens = expected.auth.tokens
-        self.write(new, replaces=None if tokens is None else tokens.refresh_token)
+        self._write(new, replaces=None if tokens is None else tokens.refresh_token)
         return True
+
+    def save(self, auth: AuthDotJson) -> None:
+        _makedirs_private(self.codex_home)
+        try:
+            current = self.read(force=True)
+        except AuthFileError:
+            current = None  # a broken file is replaced whole
+        tokens = None if current is None else current.auth.tokens
+        self._write(auth, replaces=None if tokens is None else tokens.refresh_token)
 
     def delete(self) -> bool:
         """Delete auth.json (and any pending write of it); True if there was one."""
@@ -1225,21 +1359,15 @@ class FileStore:
             self._snapshot = None
         return True
 
-    # What peers tell each other.
+    # What peers tell each other: a sidecar file.
 
-    def shared_state(self) -> _SharedState:
-        return _SharedState.from_json(_read_sidecar(self._state_file()))
+    def _load_state(self) -> bytes | None:
+        return _read_sidecar(self._state_file())
 
-    def update_shared_state(self, change: Callable[[_SharedState], None]) -> None:
-        """Change the shared state; best effort, so the real outcome is what callers see."""
+    def _save_state(self, data: bytes) -> None:
         path = self._state_file()
-        state = self.shared_state()
-        change(state)
-        try:
-            _makedirs_private(os.path.dirname(path))
-            _write_sidecar(path, state.to_json(), self._owner())
-        except AuthFileError as exc:
-            _log(_WARNING, "could not update %s: %s", path, exc.problem)
+        _makedirs_private(os.path.dirname(path))
+        _write_sidecar(path, data, self._owner())
 
     def _state_file(self) -> str:
         return os.path.join(self._sidecar_dir(create=False), STATE_FILE_NAME)
@@ -1266,8 +1394,6 @@ class FileStore:
     def _key(self) -> str:
         return _fingerprint(os.path.realpath(self.auth_file))
 
-
-# Lock ########################################################################
 
 _thread_locks: dict[str, threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
@@ -1431,6 +1557,36 @@ class _RefreshLock:
             self._held = False
             self._close_all()
             self._threads.release()
+
+
+def load_auth_dot_json(codex_home: StrPath) -> AuthDotJson | None:
+    """auth.json from `codex_home`, or None when there is none (a torn write is finished)."""
+    snapshot = FileStore(codex_home).read()
+    return None if snapshot is None else snapshot.auth
+
+
+def save_auth(codex_home: StrPath, auth: AuthDotJson) -> None:
+    """Write `auth` to auth.json durably, mode 0600, keeping its unknown keys."""
+    store = FileStore(codex_home)
+    _makedirs_private(store.codex_home)
+    with store.locked(DEFAULT_LOCK_TIMEOUT):
+        store.save(auth)
+
+
+def logout(codex_home: StrPath | None = None, *, revoke: bool = True) -> bool:
+    """Revoke the token, then delete auth.json, like ``codex logout``; True if there was one.
+
+    See CodexAuth.logout; ``revoke=False`` only deletes the file.
+    """
+    return CodexAuth(codex_home).logout(revoke=revoke)
+
+
+def login_with_api_key(codex_home: StrPath, api_key: str) -> None:
+    """Store an API key as the login, replacing any ChatGPT tokens."""
+    api_key = api_key.strip()
+    if not api_key or any(c.isspace() for c in api_key):
+        raise CodexAuthError("the API key is empty or contains white space")
+    save_auth(codex_home, AuthDotJson(openai_api_key=api_key))
 
 
 # Refresh client ##############################################################
@@ -1836,34 +1992,31 @@ class CodexAuth:
     # Reading.
 
     def _load(self, *, force: bool = False) -> _Snapshot | None:
-        try:
-            snapshot = self.store.read(force=force)
-        except AuthFileError as exc:
-            snapshot = self._repair(exc)
-        if self._unsaved is not None:
-            replaced, unsaved = self._unsaved
-            tokens = None if snapshot is None else snapshot.auth.tokens
-            if tokens is not None and tokens.refresh_token == replaced:
-                snapshot = unsaved  # our write failed: only we hold the successor
-            else:
-                self._unsaved = None
-        self._snapshot = snapshot
-        return snapshot
+        self._snapshot = self._with_unsaved(self.store.read(force=force))
+        return self._snapshot
 
-    def _repair(self, error: AuthFileError) -> _Snapshot | None:
-        """auth.json is unreadable: finish the pending write that broke it, if there is one."""
-        if self.store.pending(None) is None:
-            raise error
-        with self.store.locked(self.lock_timeout):
-            try:
-                return self.store.read(force=True)
-            except AuthFileError:
-                pending = self.store.pending(None)
-                if pending is None:
-                    raise
-                self.store.write(pending, replaces=None)
-                _log(_WARNING, "restored %s from a pending write", self.auth_file)
-                return self.store.read(force=True)
+    def _load_locked(self) -> _Snapshot | None:
+        """The login under the lock; tokens we could not store before are stored now."""
+        snapshot = self.store.read_locked()
+        held = self._with_unsaved(snapshot)
+        if held is not snapshot and snapshot is not None:
+            with contextlib.suppress(AuthFileError):
+                if self.store.write_if_unchanged(snapshot, held.auth):  # type: ignore[union-attr]  # not None: substituted
+                    self._unsaved = None
+                    _log(_WARNING, "stored the refreshed login in %s at last", self.auth_file)
+        self._snapshot = held
+        return held
+
+    def _with_unsaved(self, snapshot: _Snapshot | None) -> _Snapshot | None:
+        """`snapshot`, unless it still holds what our failed write was to replace."""
+        if self._unsaved is None:
+            return snapshot
+        replaced, unsaved = self._unsaved
+        tokens = None if snapshot is None else snapshot.auth.tokens
+        if tokens is not None and tokens.refresh_token == replaced:
+            return unsaved  # our write failed: only we hold the successor
+        self._unsaved = None
+        return snapshot
 
     def _require(self) -> _Snapshot:
         snapshot = self._load()
@@ -1888,12 +2041,19 @@ class CodexAuth:
         freshness = _freshness(snapshot.access_exp, snapshot.last_refresh, now)
         if freshness is not _Freshness.FRESH:
             if self._skew is None:
-                self._skew = self.store.shared_state().clock_skew
+                self._skew = self.store.clock_skew()
             if self._skew:
                 freshness = _freshness(
                     snapshot.access_exp, snapshot.last_refresh, now - self._skew
                 )
         return freshness
+
+    def get_current_auth_json(self) -> AuthDotJson | None:
+        """The login as stored now, without refreshing; None when there is none."""
+        snapshot = self._load()
+        if snapshot is not None:
+            self._mode(snapshot)  # a login of a kind we cannot serve says so, naming the file
+        return None if snapshot is None else snapshot.auth
 
     @property
     def mode(self) -> AuthMode:
@@ -2019,7 +2179,7 @@ class CodexAuth:
         deadline = time.monotonic() + (self.lock_timeout if wait else 0.0)
         while True:
             # Fail fast, with no lock and no request, where a peer's attempt already failed.
-            error = self.store.shared_state().error_for(stale, self._now())
+            error = self.store.known_failure(stale, self._now())
             if error is not None:
                 _log(_DEBUG, "refresh skipped: a peer's attempt failed: %s", error)
                 raise error
@@ -2030,7 +2190,7 @@ class CodexAuth:
                 if tokens is not None:
                     adopted.append(tokens)
                     return True
-                failure = self.store.shared_state().error_for(stale, self._now())
+                failure = self.store.known_failure(stale, self._now())
                 if failure is not None:
                     raise failure  # the refresh we waited for failed: share its outcome
                 return False
@@ -2089,10 +2249,7 @@ class CodexAuth:
         Returns the tokens now in force, or (seconds, refresh token): that
         token was spent by a lockless peer, whose write is awaited that long.
         """
-        # Re-read whatever stat() says: within RACY_STAT_WINDOW a peer's write can
-        # leave size and timestamps as they were (no test here can produce that).
-        snapshot = self._load(force=True)
-        snapshot = self._finish_pending_write(snapshot)
+        snapshot = self._load_locked()
         tokens = self._check_same_login(start, snapshot)
         assert snapshot is not None
         if tokens != start.auth.tokens and self._freshness(snapshot).still_valid:
@@ -2101,12 +2258,11 @@ class CodexAuth:
         # Not adopted: a peer may have written tokens that already expired; refresh
         # from its refresh token, not ours, which is spent.
         refresh_token = tokens.refresh_token
-        state = self.store.shared_state()
-        error = state.error_for(refresh_token, self._now())
+        error = self.store.known_failure(refresh_token, self._now())
         if error is not None:
             _log(_DEBUG, "refresh skipped: %s", error)
             raise error
-        wait = state.awaited_peer(refresh_token, self._now())
+        wait = self.store.awaited_peer(refresh_token, self._now())
         if wait:
             return wait, refresh_token
         self.store.check_writable()
@@ -2116,45 +2272,16 @@ class CodexAuth:
         except PermanentRefreshError as exc:
             _log(_DEBUG, "refresh failed for good: %s", exc.reason.name)
             if exc.reason is RefreshTokenFailedReason.EXHAUSTED:
-                self._remember(refresh_token, peer_until=self._now() + REUSE_GRACE)
+                self.store.record_failure(refresh_token, peer_until=self._now() + REUSE_GRACE)
                 return REUSE_GRACE, refresh_token
-            self._remember(refresh_token, reason=exc.reason)
+            self.store.record_failure(refresh_token, reason=exc.reason)
             raise
         except TransientRefreshError as exc:
             _log(_DEBUG, "refresh failed, transient: %s", exc)
-            self._remember(refresh_token, retry_after=self._now() + TRANSIENT_BACKOFF)
+            self.store.record_failure(refresh_token, retry_after=self._now() + TRANSIENT_BACKOFF)
             raise
         _log(_DEBUG, "refresh succeeded; writing %s", self.auth_file)
         return self._store_refreshed(snapshot, fields)
-
-    def _finish_pending_write(self, snapshot: _Snapshot | None) -> _Snapshot | None:
-        """Complete a write that a killed process, or a full disk, left pending."""
-        try:
-            pending = self.store.pending(snapshot)
-        except AuthFileError:
-            return snapshot
-        if pending is None:
-            return snapshot
-        tokens = None if snapshot is None else snapshot.auth.tokens
-        self.store.write(pending, replaces=None if tokens is None else tokens.refresh_token)
-        _log(_WARNING, "finished a pending write of %s left by an earlier refresh", self.auth_file)
-        return self._load(force=True)
-
-    def _remember(
-        self,
-        refresh_token: str,
-        *,
-        reason: RefreshTokenFailedReason | None = None,
-        retry_after: float = 0.0,
-        peer_until: float = 0.0,
-    ) -> None:
-        """Tell peers how the refresh with `refresh_token` went."""
-
-        def change(state: _SharedState) -> None:
-            state.fingerprint = _fingerprint(refresh_token)
-            state.reason, state.retry_after, state.peer_until = reason, retry_after, peer_until
-
-        self.store.update_shared_state(change)
 
     def _await_lockless_peer(
         self, start: _Snapshot, seconds: float, spent: str
@@ -2178,9 +2305,9 @@ class CodexAuth:
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.01)
-        if self.store.shared_state().awaited_peer(spent, self._now()) == 0.0:
-            self._remember(spent, reason=RefreshTokenFailedReason.EXHAUSTED)
-        error = self.store.shared_state().error_for(spent, self._now())
+        if self.store.awaited_peer(spent, self._now()) == 0.0:
+            self.store.record_failure(spent, reason=RefreshTokenFailedReason.EXHAUSTED)
+        error = self.store.known_failure(spent, self._now())
         if error is None:
             return None  # another process's wait for its own reuse began meanwhile
         raise error
@@ -2197,13 +2324,13 @@ class CodexAuth:
             skew = _clock_skew(refreshed.access_token, now)
             if skew != (self._skew or 0.0):
                 self._skew = skew
-                self.store.update_shared_state(lambda state: setattr(state, "clock_skew", skew))
+                self.store.record_clock_skew(skew)
         new = AuthDotJson(
             old.openai_api_key, refreshed, datetime.fromtimestamp(now, timezone.utc), old.extra
         )
         # Never a success that leaves no working token (a 2xx without one): the
         # refresh counts as not done, though a rotated refresh token is still kept.
-        usable = self._freshness(_Snapshot(new, None)).still_valid
+        usable = self._freshness(_Snapshot(new)).still_valid
         if not usable:
             new.last_refresh = old.last_refresh
         with _interrupts_deferred():
@@ -2212,7 +2339,7 @@ class CodexAuth:
             except AuthFileError as exc:
                 # The refresh token is spent: the new tokens must not be lost.
                 _log(_WARNING, "could not store the refreshed login: %s", exc)
-                self._unsaved = (tokens.refresh_token, _Snapshot(new, None))
+                self._unsaved = (tokens.refresh_token, _Snapshot(new))
                 written = True
         if written:
             self._load()  # what this object holds now, for the next guarded refresh
@@ -2343,8 +2470,9 @@ class RequestsAuth:
         response.content  # noqa: B018  # drain the body so the connection is reused
         response.close()
         retry = request.copy()
-        extract_cookies_to_jar(retry._cookies, request, response.raw)  # type: ignore[attr-defined,no-untyped-call]
-        retry.prepare_cookies(retry._cookies)  # type: ignore[attr-defined]
+        jar = retry._cookies  # type: ignore[attr-defined]  # private in requests' stubs
+        extract_cookies_to_jar(jar, request, response.raw)  # type: ignore[no-untyped-call]  # untyped in requests
+        retry.prepare_cookies(jar)
         _set_auth_headers(self.codex, retry.headers)
         second: requests.Response = response.connection.send(retry, **kwargs)
         second.history.append(response)
@@ -2428,7 +2556,7 @@ def HttpxAuth(codex_home: StrPath | None = None, **options: Any) -> httpx.Auth: 
     global _httpx_auth_class
     if _httpx_auth_class is None:
         _httpx_auth_class = _build_httpx_auth_class()
-    return _httpx_auth_class(CodexAuth(codex_home, **options))  # type: ignore[no-any-return]
+    return _httpx_auth_class(CodexAuth(codex_home, **options))  # type: ignore[no-any-return]  # built at run time
 
 
 def _build_httpx_auth_class() -> type:
@@ -2489,6 +2617,22 @@ def _build_httpx_auth_class() -> type:
 
 # CLI #########################################################################
 
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_LOGGED_IN = 3
+EXIT_PERMANENT = 4
+EXIT_TRANSIENT = 5
+# What each exit code means, for --help (README has the same table).
+EXIT_CODES = {
+    EXIT_OK: "ok",
+    EXIT_ERROR: "error",
+    EXIT_USAGE: "usage",
+    EXIT_NOT_LOGGED_IN: "not logged in",
+    EXIT_PERMANENT: "sign in again (permanent)",
+    EXIT_TRANSIENT: "try again (transient)",
+}
+
 # What the CLI accepts: `login --api-key`'s line, and `demo -n`'s process count.
 MAX_API_KEY_BYTES = 4096
 MAX_DEMO_PROCESSES = 256
@@ -2518,13 +2662,11 @@ def _status(auth: CodexAuth) -> dict[str, Any]:
         "last_refresh": None,
         "refresh_due": None,
         "auth_file": auth.auth_file,
-        "lock_file": next(path for path in auth.store.lock_paths() if path),
+        "lock_file": auth.store.lock_location(),
     }
-    snapshot = auth._load()
-    if snapshot is None or snapshot.auth.mode is None:
+    data = auth.get_current_auth_json()
+    if data is None or data.mode is None:
         return info
-    data = snapshot.auth
-    assert data.mode is not None
     info.update(logged_in=True, mode=data.mode.value, refresh_due=auth.needs_refresh())
     if data.last_refresh is not None:
         info["last_refresh"] = _format_rfc3339(data.last_refresh)
@@ -2543,7 +2685,7 @@ def _status(auth: CodexAuth) -> dict[str, Any]:
 
 def _print_status(info: dict[str, Any]) -> None:
     if not info["logged_in"]:
-        print(f"Not logged in (no login in {_printable(info['auth_file'])}). Run `codex login`.")
+        print(_printable(str(_not_logged_in(info["auth_file"]))))
         return
     labels = [
         ("mode", "Mode"),
@@ -2604,8 +2746,7 @@ def _build_parser() -> Any:
     parser = argparse.ArgumentParser(
         prog="codexauth",
         description="Use the Codex CLI's ChatGPT login (auth.json) safely from scripts.",
-        epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 not logged in, "
-        "4 sign in again (permanent), 5 try again (transient).",
+        epilog="Exit codes: " + ", ".join(f"{c} {m}" for c, m in EXIT_CODES.items()) + ".",
     )
     parser.set_defaults(**_GLOBAL_DEFAULTS)  # shared with main()'s fast path
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -2732,57 +2873,73 @@ def _main(argv: list[str] | None) -> int:
 def _run(args: Any) -> int:
     if args.command == "demo":
         return _demo(args.processes)
-    auth = CodexAuth(
-        args.codex_home,
-        timeout=args.timeout,
-        lock_timeout=args.lock_timeout,
-    )
-    if args.command == "token" and not args.json:
-        print(auth.get_token())
-    elif args.command == "token":
-        token = auth.get_token()
-        expiry = auth.access_token_expiry() if auth.mode is AuthMode.CHATGPT else None
-        print(
-            json.dumps(
-                {
-                    "token": token,
-                    "mode": auth.mode.value,
-                    "expires_at": expiry and _format_rfc3339(expiry),
-                }
-            )
-        )
-    elif args.command == "header":
-        print(f"Authorization: Bearer {auth.get_token()}")
-    elif args.command == "refresh":
-        auth.refresh_token()
-        if auth.mode is AuthMode.API_KEY:
-            print("Nothing to refresh: the login is an API key.")
-            return EXIT_OK
-        expiry = auth.access_token_expiry()
-        print(
-            "Refreshed."
-            + (f" The access token expires at {_format_rfc3339(expiry)}." if expiry else "")
-        )
-    elif args.command == "status":
-        info = _status(auth)
-        if args.json:
-            print(json.dumps(info, indent=2))
-        else:
-            _print_status(info)
-        return EXIT_OK if info["logged_in"] else EXIT_NOT_LOGGED_IN
-    elif args.command == "logout":
-        if not args.verbose:  # the one-line warning below says it; no second copy from logging
-            import logging
+    auth = CodexAuth(args.codex_home, timeout=args.timeout, lock_timeout=args.lock_timeout)
+    return _COMMANDS[args.command](auth, args)
 
-            logging.getLogger("codexauth").addHandler(logging.NullHandler())
-        removed = auth.logout(revoke=not args.keep_token)
-        if auth.revoke_error is not None:
-            print(f"codexauth: warning: {auth.revoke_error}", file=sys.stderr)
-        print("Logged out." if removed else "Not logged in.")
-    elif args.command == "login":
-        login_with_api_key(auth.codex_home, _read_api_key())
-        print(f"Stored the API key in {auth.auth_file}.")
+
+def _cmd_token(auth: CodexAuth, args: Any) -> int:
+    token = auth.get_token()
+    if not args.json:
+        print(token)
+        return EXIT_OK
+    mode = auth.mode
+    expiry = auth.access_token_expiry() if mode is AuthMode.CHATGPT else None
+    doc = {"token": token, "mode": mode.value, "expires_at": expiry and _format_rfc3339(expiry)}
+    print(json.dumps(doc))
     return EXIT_OK
+
+
+def _cmd_header(auth: CodexAuth, args: Any) -> int:
+    print(f"Authorization: Bearer {auth.get_token()}")
+    return EXIT_OK
+
+
+def _cmd_refresh(auth: CodexAuth, args: Any) -> int:
+    auth.refresh_token()
+    if auth.mode is AuthMode.API_KEY:
+        print("Nothing to refresh: the login is an API key.")
+        return EXIT_OK
+    expiry = auth.access_token_expiry()
+    when = f" The access token expires at {_format_rfc3339(expiry)}." if expiry else ""
+    print(f"Refreshed.{when}")
+    return EXIT_OK
+
+
+def _cmd_status(auth: CodexAuth, args: Any) -> int:
+    info = _status(auth)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        _print_status(info)
+    return EXIT_OK if info["logged_in"] else EXIT_NOT_LOGGED_IN
+
+
+def _cmd_logout(auth: CodexAuth, args: Any) -> int:
+    if not args.verbose:  # the one-line warning below says it; no second copy from logging
+        import logging
+
+        logging.getLogger("codexauth").addHandler(logging.NullHandler())
+    removed = auth.logout(revoke=not args.keep_token)
+    if auth.revoke_error is not None:
+        print(f"codexauth: warning: {auth.revoke_error}", file=sys.stderr)
+    print("Logged out." if removed else "Not logged in.")
+    return EXIT_OK
+
+
+def _cmd_login(auth: CodexAuth, args: Any) -> int:
+    login_with_api_key(auth.codex_home, _read_api_key())
+    print(f"Stored the API key in {auth.auth_file}.")
+    return EXIT_OK
+
+
+_COMMANDS: dict[str, Callable[[CodexAuth, Any], int]] = {
+    "token": _cmd_token,
+    "header": _cmd_header,
+    "refresh": _cmd_refresh,
+    "status": _cmd_status,
+    "logout": _cmd_logout,
+    "login": _cmd_login,
+}
 
 
 def _read_api_key() -> str:

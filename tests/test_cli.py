@@ -363,7 +363,7 @@ def test_status_escapes_control_characters_in_everything_it_prints(
     (home / "auth.json").unlink()
     run = cli("--codex-home", str(home), "status", codex_home=codex_home)
     assert run.code == 3
-    assert run.out == f"Not logged in (no login in {escaped_home}/auth.json). Run `codex login`.\n"
+    assert run.out == f"Not logged in: no login in {escaped_home}/auth.json. Run `codex login`.\n"
 
 
 def test_an_error_naming_an_odd_path_stays_one_line(codex_home: Path, tmp_path: Path) -> None:

@@ -301,10 +301,12 @@ def codex_round(
             app_server.account_read(refresh_token=False)
         finally:
             app_server.stop()
-    bodies = [b for b in server.requests[first_request:] if isinstance(b, dict)]
-    # Codex 0.171 sends refresh_reason; codexauth does not.
-    codex_posts = [b for b in bodies if "refresh_reason" in b]
-    our_posts = [b for b in bodies if "refresh_reason" not in b]
+    sent = zip(server.requests[first_request:], server.user_agents[first_request:])
+    by_agent = [(b, agent) for b, agent in sent if isinstance(b, dict)]
+    bodies = [b for b, _ in by_agent]
+    # Both send Codex's body; requests names itself in User-Agent, the Codex CLI does not.
+    our_posts = [b for b, agent in by_agent if agent.startswith("python-requests/")]
+    codex_posts = [b for b, agent in by_agent if not agent.startswith("python-requests/")]
     final_access, final_refresh = stored(codex_home)
     return {
         "order": "codex first" if codex_first else "codexauth first",

@@ -860,7 +860,7 @@ def test_stat_cache_trusts_only_files_older_than_the_racy_window(
     fields = (0o100600, 1, 1, 1, 0, 0, 100, *[seconds] * 3, *[ctime_ns / 1e9] * 3)
     st = os.stat_result((*fields, *[ctime_ns] * 3))
     assert st.st_ctime_ns == ctime_ns
-    snapshot = codexauth._Snapshot(AuthDotJson(openai_api_key="k"), st)
+    snapshot = codexauth._file_snapshot(AuthDotJson(openai_api_key="k"), st)
     assert snapshot.trusted is trusted
 
 
@@ -1116,7 +1116,7 @@ def test_a_symlink_planted_at_the_state_file_mid_write_is_never_followed(
             state.unlink()
         state.symlink_to(victim)
         planted += 1
-        store.update_shared_state(lambda s: setattr(s, "retry_after", time.time()))
+        store.record_failure("rt-0", retry_after=time.time())
         writes += 1
         assert not state.is_symlink()  # replaced by a file of ours
     assert planted == writes and writes > 10
