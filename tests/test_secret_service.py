@@ -233,15 +233,15 @@ def test_codex_login_creates_the_item_we_model_and_removes_auth_json(
 ) -> None:
     use_keyring_mode(codex_home)
     write_auth_json(codex_home, tokens=False, api_key=OTHER_KEY)
-    result = run_cli(
+    returncode = run_cli(
         codex_bin,
         codex_home,
         ["login", "--with-api-key"],
         env=secret_service.client_env,
         input=API_KEY + "\n",
         timeout=CHILD_TIMEOUT,
-    )
-    assert result.returncode == 0
+    ).returncode
+    assert returncode == 0
     account = store_key(codex_home)
     [item] = secret_service.items(CODEX_SERVICE)
     assert own_attributes(item) == codex_attributes(account)
@@ -258,11 +258,11 @@ def test_codex_reads_a_codex_style_item_and_an_in_place_update_of_it(
     path = secret_service.create_codex_item(store_key(codex_home), compact(api_key_doc(API_KEY)))
     env = secret_service.client_env
     first = login_status(codex_bin, codex_home, env=env, timeout=CHILD_TIMEOUT)
-    assert first.returncode == 0 and _shows_key(first, API_KEY)
+    assert (first.returncode, _shows_key(first, API_KEY)) == (0, True)
     secret_service.set_secret(path, compact(api_key_doc(OTHER_KEY)))
     second = login_status(codex_bin, codex_home, env=env, timeout=CHILD_TIMEOUT)
     # No cache (keyutils or other) between Codex and the Secret Service in 0.171.
-    assert second.returncode == 0 and _shows_key(second, OTHER_KEY)
+    assert (second.returncode, _shows_key(second, OTHER_KEY)) == (0, True)
 
 
 def test_codex_keeps_reading_its_own_item_beside_a_python_keyring_item(
@@ -275,8 +275,8 @@ def test_codex_keeps_reading_its_own_item_beside_a_python_keyring_item(
     result = login_status(
         codex_bin, codex_home, env=secret_service.client_env, timeout=CHILD_TIMEOUT
     )
-    assert result.returncode == 0
-    assert _shows_key(result, API_KEY) and not _shows_key(result, OTHER_KEY)
+    shown = (result.returncode, _shows_key(result, API_KEY), _shows_key(result, OTHER_KEY))
+    assert shown == (0, True, False)
 
 
 def test_codex_refresh_rewrites_its_item_in_place_through_a_symlinked_home(
@@ -322,7 +322,57 @@ def test_codex_fails_with_a_one_line_error_when_the_collection_is_locked(
     result = login_status(
         codex_bin, codex_home, env=secret_service.client_env, timeout=CHILD_TIMEOUT
     )
-    assert result.returncode == 1
-    assert "failed to load CLI auth from keyring" in result.stderr
-    assert "prompt dismissed" in result.stderr
-    assert not _shows_key(result, API_KEY)
+    # Booleans, so that a failure never prints Codex's output.
+    said = (
+        result.returncode,
+        "failed to load CLI auth from keyring" in result.stderr,
+        "prompt dismissed" in result.stderr,
+        _shows_key(result, API_KEY),
+    )
+    assert said == (1, True, True, False)
+
+
+def test_codex_adopts_a_targetless_item_when_it_has_none_and_updates_it_in_place(
+    secret_service: SecretService, python_keyring: Any, codex_home: Path, codex_bin: Path
+) -> None:
+    """keyring-rs's fallback: no item with target="default" → search the default collection
+    by service and username alone. So a lone item Python's keyring made is read, and Codex's
+    next login sets its secret rather than creating an item of its own."""
+    use_keyring_mode(codex_home)
+    account = store_key(codex_home)
+    python_keyring.set_password(CODEX_SERVICE, account, compact(api_key_doc(API_KEY)))
+    [python_item] = secret_service.items(CODEX_SERVICE, account)
+    env = secret_service.client_env
+    status = login_status(codex_bin, codex_home, env=env, timeout=CHILD_TIMEOUT)
+    assert (status.returncode, _shows_key(status, API_KEY)) == (0, True)
+    login = run_cli(
+        codex_bin,
+        codex_home,
+        ["login", "--with-api-key"],
+        env=env,
+        input=OTHER_KEY + "\n",
+        timeout=CHILD_TIMEOUT,
+    ).returncode
+    assert login == 0
+    [item] = secret_service.items(CODEX_SERVICE, account)
+    assert (item.path, item.label) == (python_item.path, python_item.label)
+    assert fp(secret_service.secret(item.path)) == fp(compact(api_key_doc(OTHER_KEY)))
+
+
+def test_codex_refuses_two_targetless_items(
+    secret_service: SecretService, codex_home: Path, codex_bin: Path
+) -> None:
+    """Two items that match only by service and username (none with target="default") are
+    ambiguous to keyring-rs: Codex reports it and reads neither."""
+    use_keyring_mode(codex_home)
+    account = store_key(codex_home)
+    for n, key in enumerate((API_KEY, OTHER_KEY)):
+        attributes = {"service": CODEX_SERVICE, "username": account, "n": str(n)}
+        secret_service.create_item(f"item {n}", attributes, compact(api_key_doc(key)))
+    result = login_status(codex_bin, codex_home, env=secret_service.client_env)
+    said = (
+        result.returncode,
+        "Entry is matched by 2 credentials" in result.stderr,
+        _shows_key(result, API_KEY) or _shows_key(result, OTHER_KEY),
+    )
+    assert said == (1, True, False)
