@@ -89,8 +89,11 @@ def codex_bin() -> Path:
 # The fixture ##################################################################
 
 
-def test_the_service_is_private_unlocked_and_stopped_by_pid() -> None:
+def test_the_service_is_private_unlocked_and_stopped_by_pid(
+    secret_service: SecretService,  # for its skip-or-fail rule; this test starts its own
+) -> None:
     with SecretService.start() as service:
+        assert service.address != secret_service.address
         pids = service.pids
         assert len(pids) == 2  # the bus and the keyring daemon
         assert service.address.startswith(f"unix:path={service.socket},")
@@ -376,3 +379,58 @@ def test_codex_refuses_two_targetless_items(
         _shows_key(result, API_KEY) or _shows_key(result, OTHER_KEY),
     )
     assert said == (1, True, False)
+
+
+def test_codex_finds_the_bus_at_xdg_runtime_dir_when_no_address_is_set(
+    secret_service: SecretService, codex_home: Path, codex_bin: Path, tmp_path: Path
+) -> None:
+    """zbus's fallback, which jeepney (so secretstorage.dbus_init) lacks: without
+    DBUS_SESSION_BUS_ADDRESS, Codex uses $XDG_RUNTIME_DIR/bus. codexauth must do the same to
+    see the keyring Codex sees."""
+    use_keyring_mode(codex_home)
+    secret_service.create_codex_item(store_key(codex_home), compact(api_key_doc(API_KEY)))
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    (runtime / "bus").symlink_to(secret_service.socket)
+    env: dict[str, str | None] = {
+        "DBUS_SESSION_BUS_ADDRESS": None,
+        "XDG_RUNTIME_DIR": str(runtime),
+    }
+    result = login_status(codex_bin, codex_home, env=env, timeout=CHILD_TIMEOUT)
+    assert (result.returncode, _shows_key(result, API_KEY)) == (0, True)
+
+
+def test_codex_secret_auth_storage_keeps_an_age_file_and_its_passphrase_in_the_keyring(
+    secret_service: SecretService, codex_home: Path, codex_bin: Path
+) -> None:
+    """``[features] secret_auth_storage = true`` (the default on Windows in Codex's source) in
+    keyring mode: the login goes to $CODEX_HOME/secrets/codex_auth.age (age, scrypt
+    passphrase), the passphrase to the keyring under service "codex", account
+    "secrets|<same hash>"; nothing under "Codex Auth", no auth.json."""
+    (codex_home / "config.toml").write_text(
+        'cli_auth_credentials_store = "keyring"\n\n[features]\nsecret_auth_storage = true\n',
+        encoding="utf-8",
+    )
+    returncode = run_cli(
+        codex_bin,
+        codex_home,
+        ["login", "--with-api-key"],
+        env=secret_service.client_env,
+        input=API_KEY + "\n",
+        timeout=CHILD_TIMEOUT,
+    ).returncode
+    assert returncode == 0
+    age_file = codex_home / "secrets" / "codex_auth.age"
+    assert age_file.read_bytes().startswith(b"age-encryption.org/v1\n-> scrypt ")
+    account = "secrets|" + store_key(codex_home).split("|", 1)[1]
+    [item] = secret_service.items("codex")
+    assert own_attributes(item) == {
+        "application": "rust-keyring",
+        "service": "codex",
+        "target": "default",
+        "username": account,
+    }
+    assert item.label == f"{account}@codex:default (keyring v3.6.3)"
+    assert len(secret_service.secret(item.path)) == 44  # base64 of 32 random bytes
+    assert secret_service.items(CODEX_SERVICE) == []
+    assert not (codex_home / "auth.json").exists()
