@@ -188,13 +188,20 @@ def run_cli(
     token_url: str = UNREACHABLE_TOKEN_URL,
     revoke_url: str = UNREACHABLE_REVOKE_URL,
     timeout: float = DEFAULT_TIMEOUT,
+    env: Mapping[str, str | None] | None = None,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``codex ARGS`` against `codex_home`; capture its output (which may name files)."""
+    """Run ``codex ARGS`` against `codex_home`; capture its output (which may name files).
+
+    `env` is passed to child_env (e.g. a private Secret Service's DBUS_SESSION_BUS_ADDRESS);
+    `input` is written to stdin (e.g. ``login --with-api-key``), else stdin is /dev/null.
+    """
     return subprocess.run(
         [str(binary), *args],
-        env=child_env(codex_home, token_url, revoke_url=revoke_url),
+        env=child_env(codex_home, token_url, revoke_url=revoke_url, env=env),
         cwd=str(Path(codex_home).parent),
-        stdin=subprocess.DEVNULL,
+        input=input,
+        stdin=subprocess.DEVNULL if input is None else None,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -202,11 +209,16 @@ def run_cli(
 
 
 def login_status(
-    binary: Path, codex_home: str | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT
+    binary: Path,
+    codex_home: str | os.PathLike[str],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    env: Mapping[str, str | None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``codex login status``: exit 0 and "Logged in using ChatGPT" (on stderr) when logged in,
-    exit 1 and "Not logged in" when not. It only reads auth.json: no refresh, no request."""
-    return run_cli(binary, codex_home, ["login", "status"], timeout=timeout)
+    exit 1 and "Not logged in" when not. It only reads the stored login (auth.json, or the
+    keyring as config.toml says): no refresh, no request."""
+    return run_cli(binary, codex_home, ["login", "status"], timeout=timeout, env=env)
 
 
 # App server ###################################################################

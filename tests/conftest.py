@@ -1,12 +1,15 @@
-"""Shared fixtures: a temporary CODEX_HOME, an auth.json factory, a loopback token endpoint."""
+"""Shared fixtures: a temporary CODEX_HOME, an auth.json factory, a loopback token endpoint,
+a private Secret Service."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import pytest
+from secret_service import SecretService, SecretServiceUnavailableError
 from support import UNREACHABLE_REVOKE_URL, TokenServer, write_auth_json
 
 # What platformdirs reads on Linux; each is pointed inside the temporary HOME.
@@ -63,3 +66,30 @@ def auth_json(codex_home: Path) -> Callable[..., Path]:
         return write_auth_json(codex_home, **kwargs)
 
     return write
+
+
+@pytest.fixture
+def secret_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[SecretService]:
+    """A real, private, unlocked Secret Service for one test (tests/secret_service.py), with
+    DBUS_SESSION_BUS_ADDRESS pointing at it; a child gets it from ``.client_env``.
+
+    Skipped where it cannot start (not Linux, gnome-keyring or secretstorage missing), except
+    under CI, where that fails: CI installs everything it needs.
+    """
+    try:
+        import secretstorage  # noqa: F401  # the helpers need it; say so before starting
+    except ImportError:
+        _unavailable("secretstorage is not installed: pip install -e '.[test]'")
+    try:
+        service = SecretService.start()
+    except SecretServiceUnavailableError as exc:
+        _unavailable(str(exc))
+    with service:
+        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", service.address)
+        yield service
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"no private Secret Service under CI: {reason}")
+    pytest.skip(f"no private Secret Service: {reason}")
