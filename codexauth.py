@@ -10,6 +10,17 @@ price of one ``stat()``::
     token = codexauth.get_token()          # an API key, or a fresh access token
     requests.get(url, auth=codexauth.RequestsAuth())
 
+How it works: the data path is one straight line, written once in
+``CodexAuth._refresh`` over a small ``Store`` interface (``FileStore`` is
+auth.json)::
+
+    read() -> fresh? -> lock() -> read_locked() -> adopt a peer's tokens,
+                                   or POST -> write_if_unchanged() -> release()
+
+The sections below follow that data: constants, errors, the data model, pure
+parsing, the stores (the file store and its lock), the refresh client, the
+protocol (``CodexAuth``), the requests/httpx adapters, and the command line.
+
 Dependencies (``requests``, ``portalocker``, ``platformdirs``) are imported only
 when a refresh, a lock or an adapter needs them.
 """
