@@ -137,6 +137,9 @@ TRANSIENT_BACKOFF = 5.0
 # processes here: 34 ms median, 89 ms worst; the margin is for slow links.  Only
 # a login that is really dead pays this wait before "sign in again".
 REUSE_GRACE = 2.0
+# A request announced to peers (a store whose lock can lapse mid-request does)
+# is waited for at most this long, whatever its announcement says.
+MAX_REQUEST_WAIT = 600.0
 # A local clock off by more than this from the token issuer's (measured from a
 # new token's `iat`) is corrected for in the refresh rule: a clock hours ahead
 # would otherwise find every new token expired and refresh on every call.
@@ -721,7 +724,7 @@ class _SharedState:
     its full length: a writer whose clock runs ahead must not block the rest.
     """
 
-    __slots__ = ("fingerprint", "reason", "retry_after", "peer_until", "clock_skew")
+    __slots__ = ("fingerprint", "reason", "retry_after", "peer_until", "sent_until", "clock_skew")
 
     def __init__(
         self,
@@ -729,12 +732,14 @@ class _SharedState:
         reason: RefreshTokenFailedReason | None = None,
         retry_after: float = 0.0,
         peer_until: float = 0.0,
+        sent_until: float = 0.0,
         clock_skew: float = 0.0,
     ) -> None:
         self.fingerprint = fingerprint  # of the refresh token the rest is about
         self.reason = reason  # it failed for good
         self.retry_after = retry_after  # it failed for now: nobody retries before this
         self.peer_until = peer_until  # it was reused: a lockless peer may write until this
+        self.sent_until = sent_until  # it is being refreshed: the answer may land until this
         self.clock_skew = clock_skew  # local clock minus the issuer's, when off by much
 
     def error_for(self, refresh_token: str, now: float) -> RefreshTokenError | None:
@@ -751,10 +756,12 @@ class _SharedState:
         return None
 
     def awaited_peer(self, refresh_token: str, now: float) -> float:
-        """Seconds left to wait for a lockless peer's write of `refresh_token`'s successor."""
+        """Seconds left to wait for a peer's write of `refresh_token`'s successor: a lockless
+        peer's after a reuse, or the answer to a request a holder whose lock lapsed sent."""
         if self.fingerprint != _fingerprint(refresh_token):
             return 0.0
-        return _remaining(self.peer_until, now, REUSE_GRACE)
+        lapsed = _remaining(self.sent_until, now, MAX_REQUEST_WAIT)
+        return max(_remaining(self.peer_until, now, REUSE_GRACE), lapsed)
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -763,6 +770,7 @@ class _SharedState:
                 "reason": None if self.reason is None else self.reason.name,
                 "retry_after": self.retry_after,
                 "peer_until": self.peer_until,
+                "sent_until": self.sent_until,
                 "clock_skew": self.clock_skew,
             }
         ).encode("utf-8")
@@ -773,7 +781,8 @@ class _SharedState:
         try:
             raw = json.loads(data or b"")
             reason = raw.get("reason")
-            numbers = [raw.get(k, 0.0) for k in ("retry_after", "peer_until", "clock_skew")]
+            keys = ("retry_after", "peer_until", "sent_until", "clock_skew")
+            numbers = [raw.get(k, 0.0) for k in keys]
             numbers = [float(x) if _finite(x) else 0.0 for x in numbers]
             return cls(
                 str(raw.get("refresh_token_sha256", "")),
@@ -825,6 +834,21 @@ class Store:
     def read_locked(self) -> _Snapshot | None:
         """The login as it stands, read under the lock (a store may finish a peer's write)."""
         return self.read(force=True)
+
+    def poll(self) -> _Snapshot | None:
+        """The login now, for a waiter watching for a peer's write: as cheap as may be."""
+        return self.read(force=True)
+
+    def begin_request(self, refresh_token: str, seconds: float) -> None:
+        """Just before a refresh request that may take `seconds`, under the lock.
+
+        A store whose lock can lapse mid-request (a TTL) must keep it for that
+        long, and tell peers, so that nobody spends the same token meanwhile.
+        """
+
+    def describe(self) -> dict[str, Any]:
+        """What `status` shows of the store: where, and who refreshed last; never a secret."""
+        return {"store": self.location}
 
     def lock(self, timeout: float, done_elsewhere: Callable[[], bool]) -> _HeldLock | None:
         """The refresh lock, held; None if `done_elsewhere()` turned true while waiting.
@@ -887,12 +911,14 @@ class Store:
         reason: RefreshTokenFailedReason | None = None,
         retry_after: float = 0.0,
         peer_until: float = 0.0,
+        sent_until: float = 0.0,
     ) -> None:
         """Tell peers how the refresh with `refresh_token` went (see _SharedState)."""
 
         def change(state: _SharedState) -> None:
             state.fingerprint = _fingerprint(refresh_token)
             state.reason, state.retry_after, state.peer_until = reason, retry_after, peer_until
+            state.sent_until = sent_until
 
         self._update_state(change)
 
@@ -1234,6 +1260,12 @@ class FileStore(Store):
         if not os.access(self.codex_home, os.W_OK):
             home_lock = os.path.join(self._sidecar_dir(create=True), LOCK_FILE_NAME)
         return home_lock, ""
+
+    def poll(self) -> _Snapshot | None:
+        return self.read()  # one stat() while unchanged
+
+    def describe(self) -> dict[str, Any]:
+        return {"store": "file", "auth_file": self.auth_file, "lock_file": self.lock_location()}
 
     def lock_location(self) -> str:
         """The first file the refresh lock takes, for `status`."""
@@ -2006,6 +2038,10 @@ class CodexAuth:
         self._snapshot = self._with_unsaved(self.store.read(force=force))
         return self._snapshot
 
+    def _poll(self) -> _Snapshot | None:
+        self._snapshot = self._with_unsaved(self.store.poll())
+        return self._snapshot
+
     def _load_locked(self) -> _Snapshot | None:
         """The login under the lock; tokens we could not store before are stored now."""
         snapshot = self.store.read_locked()
@@ -2227,7 +2263,7 @@ class CodexAuth:
 
     def _peer_tokens(self, start: _Snapshot) -> TokenData | None:
         """Tokens a peer wrote since `start`, if they are usable; raises on another account."""
-        snapshot = self._load()
+        snapshot = self._poll()
         tokens = self._check_same_login(start, snapshot)
         if tokens == start.auth.tokens:
             return None
@@ -2277,6 +2313,7 @@ class CodexAuth:
         if wait:
             return wait, refresh_token
         self.store.check_writable()
+        self.store.begin_request(refresh_token, self.timeout)
         _log(_DEBUG, "refresh started: POST %s", url)
         try:
             fields = _post_refresh(url, refresh_token, self.timeout, self._session, reason=reason)
@@ -2306,7 +2343,7 @@ class CodexAuth:
         """
         deadline = time.monotonic() + seconds
         while True:
-            snapshot = self._load()
+            snapshot = self._poll()
             tokens = self._check_same_login(start, snapshot)
             if tokens.refresh_token != spent:
                 if self._freshness(snapshot).still_valid:  # type: ignore[arg-type]  # checked
@@ -2673,7 +2710,8 @@ def _status(auth: CodexAuth) -> dict[str, Any]:
         "last_refresh": None,
         "refresh_due": None,
         "auth_file": auth.auth_file,
-        "lock_file": auth.store.lock_location(),
+        "lock_file": None,
+        **auth.store.describe(),
     }
     data = auth.get_current_auth_json()
     if data is None or data.mode is None:

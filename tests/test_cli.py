@@ -62,6 +62,7 @@ STATUS_KEYS = {
     "refresh_due",
     "auth_file",
     "lock_file",
+    "store",
 }
 
 # JWTs, the TokenServer's refresh tokens and API keys: what scrub() hides from diagnostics.

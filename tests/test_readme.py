@@ -101,7 +101,7 @@ def test_python_examples_run(block: str, tmp_path: Path, api_url: str) -> None:
 def test_status_json_keys_are_the_documented_ones(tmp_path: Path) -> None:
     documented = README.split("``status --json`` prints these keys:", 1)[1].split("\n\n", 1)[0]
     keys = set(re.findall(r"``([a-z_]+)``", documented))
-    keys -= {"chatgpt", "apikey"}  # values of `mode`, not keys
+    keys -= {"chatgpt", "apikey", "file"}  # values of `mode` and `store`, not keys
     write_auth_json(tmp_path)
     info = codexauth._status(codexauth.CodexAuth(tmp_path))
     assert set(info) == keys
