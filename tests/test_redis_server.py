@@ -1,0 +1,78 @@
+"""The redis-server test fixture itself: a real server, reachable, stoppable, password-guarded."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+import pytest
+from redis_server import RedisServer
+
+
+def _client(redis_py: ModuleType, url: str, **kwargs: Any) -> Any:
+    # No retries: a test of an unreachable server must see the first failure.
+    return redis_py.Redis.from_url(url, **{"retry": None, "socket_timeout": 2.0, **kwargs})
+
+
+def test_ping_set_get(redis_url: str, redis_py: ModuleType) -> None:
+    client = _client(redis_py, redis_url)
+    assert client.ping() is True
+    client.set("codexauth:test", b"value")
+    assert client.get("codexauth:test") == b"value"
+
+
+def test_stop_and_restart_keep_the_port(redis_server: RedisServer, redis_py: ModuleType) -> None:
+    client = _client(redis_py, redis_server.url())
+    client.set("kept", b"1")
+    client.set("lost", b"1")
+    port = redis_server.port
+    redis_server.stop(save=True)
+    with pytest.raises(redis_py.ConnectionError):
+        _client(redis_py, redis_server.url()).ping()
+    redis_server.start()
+    assert redis_server.port == port
+    client.set("lost", b"2")  # the same client reconnects to the same address
+    redis_server.restart()  # a kill: only what the saved snapshot held comes back
+    assert (client.get("kept"), client.get("lost")) == (b"1", b"1")
+
+
+def test_pause_answers_nothing_until_resumed(
+    redis_server: RedisServer, redis_py: ModuleType
+) -> None:
+    client = _client(redis_py, redis_server.url(), socket_timeout=0.2)
+    redis_server.pause()
+    with pytest.raises(redis_py.TimeoutError):
+        client.ping()
+    redis_server.resume()
+    assert client.ping() is True
+
+
+def test_password_is_required_and_never_shown(
+    start_redis: Callable[..., RedisServer], redis_py: ModuleType
+) -> None:
+    password = secrets.token_hex(16)
+    server = start_redis(password=password, unix_socket=True)
+    with pytest.raises(redis_py.AuthenticationError) as no_password:
+        _client(redis_py, server.url(password="")).ping()
+    with pytest.raises(redis_py.AuthenticationError) as wrong:
+        _client(redis_py, server.url(password="wrong")).ping()
+    assert _client(redis_py, server.url()).ping() is True
+    assert _client(redis_py, server.unix_url()).ping() is True
+    cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes()
+    shown = [str(no_password.value), str(wrong.value), repr(server), cmdline.decode()]
+    assert not [text for text in shown if password in text]
+
+
+def test_acl_user_is_confined_to_its_keys(
+    start_redis: Callable[..., RedisServer], redis_py: ModuleType
+) -> None:
+    server = start_redis(users=["app on >app-pw resetkeys ~codexauth:* +get +set"])
+    app = _client(redis_py, server.url("app", "app-pw"))
+    app.set("codexauth:x", b"1")
+    assert app.get("codexauth:x") == b"1"
+    with pytest.raises(redis_py.exceptions.NoPermissionError):
+        app.set("other", b"1")
+    with pytest.raises(redis_py.exceptions.NoPermissionError):
+        app.delete("codexauth:x")
