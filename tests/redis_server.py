@@ -117,8 +117,10 @@ class RedisServer:
     `password` sets ``requirepass`` (the ``default`` user's password). `users` are ACL rules
     written as ``user <rule>`` lines, e.g. ``"app on >secret ~codexauth:* +get"``: the
     server refuses to start on a bad rule, which fails the test that asked for it. `unix_socket`
-    also listens on ``<tmp>/redis.sock`` (0700). `config` lines are added verbatim to the
-    config file (``"notify-keyspace-events Kh"``).
+    also listens on ``<tmp>/redis.sock`` (0700). `tls` is (cert file, key file, CA file), e.g.
+    from trustme: the port then speaks only TLS, clients are not asked for certificates, and
+    url() is ``rediss://``. `config` lines are added verbatim to the config file
+    (``"notify-keyspace-events Kh"``).
     """
 
     def __init__(
@@ -127,11 +129,13 @@ class RedisServer:
         password: str | None = None,
         users: Sequence[str] = (),
         unix_socket: bool = False,
+        tls: tuple[str, str, str] | None = None,
         config: Sequence[str] = (),
         executable: str | None = None,
     ) -> None:
         self.password = password
         self.users = tuple(users)
+        self.tls = tls
         self.config = tuple(config)
         self.executable = executable or redis_server_path() or REDIS_SERVER
         self.port = 0
@@ -159,8 +163,10 @@ class RedisServer:
     # addresses
 
     def url(self, username: str | None = None, password: str | None = None, db: int = 0) -> str:
-        """``redis://`` for `username`/`password` (default: the ``default`` user's password)."""
-        return f"redis://{self._userinfo(username, password)}{HOST}:{self.port}/{db}"
+        """``redis://`` (``rediss://`` with TLS) for `username`/`password` (default: the
+        ``default`` user's password)."""
+        scheme = "redis" if self.tls is None else "rediss"
+        return f"{scheme}://{self._userinfo(username, password)}{HOST}:{self.port}/{db}"
 
     def unix_url(
         self, username: str | None = None, password: str | None = None, db: int = 0
@@ -253,7 +259,7 @@ class RedisServer:
         Returns bytes, int, None or a list of those; raises RedisReplyError on an error reply
         and ConnectionError (an OSError) when the server cannot be reached.
         """
-        with socket.create_connection((HOST, self.port), timeout=timeout) as sock:
+        with self._connect(timeout) as sock:
             stream = socket.SocketIO(sock, "rb")
             if self.password is not None:
                 sock.sendall(_encode(["AUTH", self.password]))
@@ -278,6 +284,19 @@ class RedisServer:
 
     # internals
 
+    def _connect(self, timeout: float) -> socket.socket:
+        sock = socket.create_connection((HOST, self.port), timeout=timeout)
+        if self.tls is None:
+            return sock
+        import ssl  # deferred: only TLS servers need it
+
+        context = ssl.create_default_context(cafile=self.tls[2])
+        try:
+            return context.wrap_socket(sock, server_hostname=HOST)
+        except BaseException:
+            sock.close()
+            raise
+
     def _spawn(self) -> None:
         conf = self.directory / "redis.conf"
         secret = self.directory / "secret.conf"
@@ -299,6 +318,16 @@ class RedisServer:
         ]
         if self.unix_path is not None:
             lines += [f"unixsocket {_conf_quote(str(self.unix_path))}", "unixsocketperm 700"]
+        if self.tls is not None:
+            cert, key, ca = (_conf_quote(str(Path(path).resolve())) for path in self.tls)
+            lines[1] = "port 0"
+            lines += [
+                f"tls-port {self.port}",
+                f"tls-cert-file {cert}",
+                f"tls-key-file {key}",
+                f"tls-ca-cert-file {ca}",
+                "tls-auth-clients no",
+            ]
         conf.write_text("".join(line + "\n" for line in [*lines, *self.config]), "utf-8")
         # The options the tests rely on are on the command line too, where `ps` shows them.
         argv = [self.executable, str(conf), "--save", "", "--appendonly", "no"]
@@ -320,7 +349,7 @@ class RedisServer:
     def _answers(self) -> bool:
         """Whether anything answers a bare PING: PONG, or NOAUTH from a server with a password."""
         try:
-            with socket.create_connection((HOST, self.port), timeout=0.5) as sock:
+            with self._connect(0.5) as sock:
                 sock.sendall(_encode(["PING"]))
                 _read_reply(socket.SocketIO(sock, "rb"))
         except RedisReplyError:

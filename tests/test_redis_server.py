@@ -76,3 +76,22 @@ def test_acl_user_is_confined_to_its_keys(
         app.set("other", b"1")
     with pytest.raises(redis_py.exceptions.NoPermissionError):
         app.delete("codexauth:x")
+
+
+def test_tls_server_speaks_only_tls(
+    start_redis: Callable[..., RedisServer], redis_py: ModuleType, tmp_path: Path
+) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca_file, key_file, cert_file = (tmp_path / n for n in ("ca.pem", "key.pem", "cert.pem"))
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    server = start_redis(tls=(str(cert_file), str(key_file), str(ca_file)))
+    assert server.url().startswith("rediss://")
+    assert _client(redis_py, server.url(), ssl_ca_certs=str(ca_file)).ping() is True
+    plain = server.url().replace("rediss://", "redis://")
+    with pytest.raises(redis_py.ConnectionError):
+        _client(redis_py, plain, socket_timeout=1.0).ping()
