@@ -150,7 +150,11 @@ class RedisServer:
         return f"<RedisServer {HOST}:{self.port} pid={self.pid} {state}>"
 
     def __enter__(self) -> RedisServer:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()  # __exit__ will not run: remove the directory here
+            raise
 
     def __exit__(
         self,
