@@ -346,9 +346,16 @@ class RedisServer:
                 self.stop()
                 raise RuntimeError(
                     f"redis-server did not start on {HOST}:{self.port}: "
-                    f"{self.log_tail(500).strip() or 'no output'}"
+                    f"{self._scrub(self.log_tail(500)).strip() or 'no output'}"
                 )
             time.sleep(0.005)
+
+    def _scrub(self, text: str) -> str:
+        """`text` without our passwords: redis-server quotes a bad config line in its log."""
+        secrets = [w[1:] for rule in self.users for w in rule.split() if w[:1] in ">#"]
+        for secret in filter(None, [self.password, *secrets]):
+            text = text.replace(secret, "***")
+        return text
 
     def _answers(self) -> bool:
         """Whether anything answers a bare PING: PONG, or NOAUTH from a server with a password."""

@@ -61,8 +61,14 @@ def test_password_is_required_and_never_shown(
     assert _client(redis_py, server.url()).ping() is True
     assert _client(redis_py, server.unix_url()).ping() is True
     cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes()
-    shown = [str(no_password.value), str(wrong.value), repr(server), cmdline.decode()]
-    assert not [text for text in shown if password in text]
+    texts = {
+        "no-password error": str(no_password.value),
+        "wrong-password error": str(wrong.value),
+        "repr": repr(server),
+        "argv": cmdline.decode(),
+    }
+    # Names only: a failing assert must not print the password itself.
+    assert [name for name, text in texts.items() if password in text] == []
 
 
 def test_acl_user_is_confined_to_its_keys(
@@ -95,3 +101,13 @@ def test_tls_server_speaks_only_tls(
     plain = server.url().replace("rediss://", "redis://")
     with pytest.raises(redis_py.ConnectionError):
         _client(redis_py, plain, socket_timeout=1.0).ping()
+
+
+def test_a_bad_acl_rule_fails_the_start_without_showing_the_password(
+    start_redis: Callable[..., RedisServer],
+) -> None:
+    password = secrets.token_hex(16)
+    with pytest.raises(RuntimeError, match="Syntax error") as failed:
+        start_redis(users=[f"app on >{password} ~codexauth:* nonsense"])
+    shown = password in str(failed.value)
+    assert not shown, "the error shows the password"
