@@ -1,14 +1,18 @@
-"""Shared fixtures: a temporary CODEX_HOME, an auth.json factory, a loopback token endpoint,
+"""Shared fixtures: a temporary CODEX_HOME, auth.json, a token endpoint, a real redis-server,
 a private Secret Service."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, NoReturn
 
 import pytest
+from redis_server import RedisServer, redis_server_path
 from secret_service import SecretService, SecretServiceUnavailableError
 from support import UNREACHABLE_REVOKE_URL, TokenServer, write_auth_json
 
@@ -93,3 +97,46 @@ def _unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
         pytest.fail(f"no private Secret Service under CI: {reason}")
     pytest.skip(f"no private Secret Service: {reason}")
+
+
+def _require(found: bool, missing: str) -> None:
+    """Skip a test whose tool is `missing`, except in CI, where every test must run."""
+    if found:
+        return
+    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+        pytest.fail(f"{missing}; CI must install it (.ci/run does)", pytrace=False)
+    pytest.skip(missing)
+
+
+@pytest.fixture
+def start_redis() -> Iterator[Callable[..., RedisServer]]:
+    """``start_redis(**options)`` starts a real RedisServer (tests/redis_server.py), killed
+    after the test; options: password, users (ACL rules), unix_socket, config lines."""
+    _require(
+        redis_server_path() is not None,
+        "redis-server is not installed (apt-get install redis-server)",
+    )
+    with contextlib.ExitStack() as stack:
+        yield lambda **options: stack.enter_context(RedisServer(**options))
+
+
+@pytest.fixture
+def redis_server(start_redis: Callable[..., RedisServer]) -> RedisServer:
+    """A real redis-server on a free 127.0.0.1 port, no password, nothing persisted."""
+    return start_redis()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """``redis://127.0.0.1:PORT/0`` of `redis_server`."""
+    return redis_server.url()
+
+
+@pytest.fixture
+def redis_py() -> ModuleType:
+    """The redis-py module (the ``redis`` extra), for tests that talk to Redis themselves."""
+    try:
+        return importlib.import_module("redis")
+    except ImportError:
+        _require(False, "redis-py is not installed (pip install -e '.[test]')")
+        raise
