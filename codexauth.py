@@ -64,14 +64,18 @@ __all__ = [
     "AuthMode",
     "CodexAuth",
     "CodexAuthError",
+    "FileStore",
     "HttpxAuth",
     "IdTokenInfo",
     "LockTimeoutError",
     "NotLoggedInError",
     "PermanentRefreshError",
+    "RedisStore",
     "RefreshTokenError",
     "RefreshTokenFailedReason",
     "RequestsAuth",
+    "Store",
+    "StoreUnreachableError",
     "TokenData",
     "TransientRefreshError",
     "UnsupportedAuthModeError",
@@ -105,6 +109,8 @@ AUTH_FILE_NAME = "auth.json"
 LOCK_FILE_NAME = "auth.lock"
 # Failure memory shared between processes; never stored inside auth.json.
 STATE_FILE_NAME = "codexauth-state.json"
+# What this machine last pulled from, or pushed to, a shared store (see push).
+FLEET_FILE_NAME = "codexauth-fleet.json"
 # A complete copy of the next auth.json, kept until an in-place write of it is
 # durable: whoever finds it beside an older or torn auth.json finishes the write.
 PENDING_FILE_NAME = "codexauth-pending.json"
@@ -137,6 +143,20 @@ TRANSIENT_BACKOFF = 5.0
 # processes here: 34 ms median, 89 ms worst; the margin is for slow links.  Only
 # a login that is really dead pays this wait before "sign in again".
 REUSE_GRACE = 2.0
+# Which store holds the login, and which login in it; see _open_store.
+STORE_ENV_VAR = "CODEXAUTH_STORE"
+NAMESPACE_ENV_VAR = "CODEXAUTH_NAMESPACE"
+DEFAULT_NAMESPACE = "default"
+# The fleet lock (Redis) has a TTL: this long while its holder reads and decides
+# (a holder that dies there blocks the fleet no longer), then the request's
+# timeout plus this margin from the POST on, for the commit after the answer.
+REDIS_LOCK_IDLE_TTL = 5.0
+REDIS_LOCK_MARGIN = 2.0
+# A holder paused past its lock's TTL mid-request still commits unopposed for
+# this long: peers wait for its answer rather than spend the same token.
+REDIS_FLIGHT_GRACE = 2.0
+# One Redis command never needs longer than this (capped by the refresh timeout).
+REDIS_IO_TIMEOUT = 5.0
 # A request announced to peers (a store whose lock can lapse mid-request does)
 # is waited for at most this long, whatever its announcement says.
 MAX_REQUEST_WAIT = 600.0
@@ -223,6 +243,10 @@ class TransientRefreshError(RefreshTokenError):
 
 class LockTimeoutError(TransientRefreshError):
     """Gave up waiting for another process's refresh to finish."""
+
+
+class StoreUnreachableError(TransientRefreshError):
+    """The store that holds the login (Redis) did not answer; safe to try again."""
 
 
 class UnsupportedAuthModeError(CodexAuthError):
@@ -763,6 +787,10 @@ class _SharedState:
         lapsed = _remaining(self.sent_until, now, MAX_REQUEST_WAIT)
         return max(_remaining(self.peer_until, now, REUSE_GRACE), lapsed)
 
+    def reused(self, refresh_token: str) -> bool:
+        """Whether `refresh_token` was answered `refresh_token_reused` (not merely in flight)."""
+        return self.fingerprint == _fingerprint(refresh_token) and self.peer_until != 0.0
+
     def to_json(self) -> bytes:
         return json.dumps(
             {
@@ -826,6 +854,7 @@ class Store:
     """
 
     location = ""  # where the login is, for messages and `status`
+    login_hint = "Run `codex login`."  # how to get a login into this store
 
     def read(self, *, force: bool = False) -> _Snapshot | None:
         """The login (None: there is none); `force` re-reads what a cache may hold."""
@@ -899,6 +928,10 @@ class Store:
     def awaited_peer(self, refresh_token: str, now: float) -> float:
         """Seconds left to wait for a lockless peer's successor to `refresh_token`."""
         return self._state().awaited_peer(refresh_token, now)
+
+    def was_reused(self, refresh_token: str) -> bool:
+        """Whether a peer's request with `refresh_token` was answered as already used."""
+        return self._state().reused(refresh_token)
 
     def clock_skew(self) -> float:
         """How far this machine's clock was last found ahead of the token issuer's."""
@@ -1632,6 +1665,300 @@ def login_with_api_key(codex_home: StrPath, api_key: str) -> None:
     save_auth(codex_home, AuthDotJson(openai_api_key=api_key))
 
 
+# Redis store ##################################################################
+# One login for many machines.  `import redis` happens only here, when a Redis
+# store is configured: the file store's warm path never pays for it.
+
+_REDIS_COMMIT = """
+-- KEYS[1] = the login hash; ARGV: expected version, auth.json, host, pid -> {done, version}
+local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if ARGV[1] ~= '' and version ~= tonumber(ARGV[1]) then return {0, version} end
+local now = redis.call('TIME')
+version = version + 1
+redis.call('HSET', KEYS[1], 'version', version, 'doc', ARGV[2],
+           'by_host', ARGV[3], 'by_pid', ARGV[4], 'by_at', now[1])
+redis.call('HDEL', KEYS[1], 'state')
+return {1, version}
+"""
+
+
+def _redact_url(url: str) -> str:
+    """A store URL fit for messages: no password in the user part or the query."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}@{host}" if user else host
+    query = "&".join(q for q in parts.query.split("&") if q and q.split("=")[0] != "password")
+    # Not urlunsplit(): it drops the empty host of unix:///path.
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
+def _check_namespace(namespace: str) -> str:
+    """A namespace can neither break out of the `codexauth:` key prefix nor its hash tag."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", namespace):
+        raise CodexAuthError(
+            f"{NAMESPACE_ENV_VAR} must be 1-64 letters, digits, '.', '_' or '-', not {namespace!r}"
+        )
+    return namespace
+
+
+class RedisStore(Store):
+    """The login in a Redis hash, shared by many machines: one refresh per fleet.
+
+    Keys: ``codexauth:{NAMESPACE}:login`` (auth.json, a version, who wrote it,
+    the shared state) and ``codexauth:{NAMESPACE}:lock`` (redis-py's Lock: a
+    random owner token and a TTL).  The lock is taken after a per-machine file
+    lock, so one process per machine talks to it.  Its TTL covers the request
+    (see begin_request); the commit is a compare-and-set on the version.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        codex_home: StrPath | None = None,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.url = url
+        self.namespace = _check_namespace(namespace)
+        base = f"codexauth:{{{self.namespace}}}"  # a hash tag: one Redis Cluster slot
+        self.key, self.lock_key = f"{base}:login", f"{base}:lock"
+        self.location = f"{_redact_url(url)} (namespace {self.namespace})"
+        self.login_hint = "Run `codex login` on one machine, then `codexauth push` there."
+        self._local = FileStore(codex_home)  # where this machine's lock and state live
+        self._io_timeout = min(timeout, REDIS_IO_TIMEOUT)
+        self._client: Any = None
+        self._commit_script: Any = None
+        self._snapshot: _Snapshot | None = None
+        self._fields: dict[bytes, bytes] = {}
+        self._held: Any = None  # the fleet lock while this process holds it
+        self._skew = 0.0  # per machine: never shared through the fleet's store
+
+    def _redis(self) -> Any:
+        if self._client is None:
+            try:
+                import redis  # deferred: costs ~90 ms and only a Redis store needs it
+                from redis.backoff import NoBackoff
+                from redis.retry import Retry
+            except ImportError:
+                raise CodexAuthError(
+                    f"{self.location} needs redis-py: pip install 'codexauth[redis]'"
+                ) from None
+            # Both timeouts, and no retries: redis-py's defaults differ by version,
+            # from blocking forever to ten retries with backoff.
+            self._client = redis.Redis.from_url(
+                self.url,
+                socket_timeout=self._io_timeout,
+                socket_connect_timeout=self._io_timeout,
+                retry=Retry(NoBackoff(), 0),
+                health_check_interval=0,
+            )
+            self._commit_script = self._client.register_script(_REDIS_COMMIT)
+        return self._client
+
+    def _call(self, action: Callable[[Any], Any]) -> Any:
+        """Run `action(client)`; Redis's failures become ours, naming the store, no secret."""
+        client = self._redis()
+        import redis.exceptions as errors
+
+        try:
+            return action(client)
+        except (errors.ConnectionError, errors.TimeoutError, errors.ReadOnlyError) as exc:
+            failure = f"the login store {self.location} is unreachable ({type(exc).__name__})"
+            raise StoreUnreachableError(failure) from None
+        except errors.NoPermissionError:
+            raise CodexAuthError(
+                f"the login store {self.location} refused a command: its ACL user needs the "
+                "commands README's 'Many machines' section lists"
+            ) from None
+        except errors.RedisError as exc:
+            raise StoreUnreachableError(
+                f"the login store {self.location} failed ({type(exc).__name__})"
+            ) from None
+
+    # Reading: from memory while this process holds a snapshot, else one round trip.
+
+    def read(self, *, force: bool = False) -> _Snapshot | None:
+        if self._snapshot is not None and not force:
+            return self._snapshot
+        fields: dict[bytes, bytes] = self._call(lambda r: r.hgetall(self.key))
+        self._fields = fields
+        doc = fields.get(b"doc")
+        if doc is None:
+            self._snapshot = None
+            return None
+        try:
+            auth = _parse_auth_bytes(doc)
+        except ValueError as exc:
+            raise AuthFileError(self.location, str(exc)) from None
+        self._snapshot = _Snapshot(auth, int(fields.get(b"version", b"0")), trusted=True)
+        return self._snapshot
+
+    # The lock: this machine's file lock, then the fleet's.
+
+    def lock(self, timeout: float, done_elsewhere: Callable[[], bool]) -> _FleetLock | None:
+        deadline = time.monotonic() + timeout
+        local = self._local_lock()
+        if not local.acquire(timeout, done_elsewhere):
+            return None
+        try:
+            delay = LOCK_POLL_MIN
+            while True:
+                fleet = self._try_fleet_lock()
+                if fleet is not None:
+                    self._held = fleet
+                    return _FleetLock(local, fleet, self)
+                if done_elsewhere():
+                    local.release()
+                    return None
+                if time.monotonic() >= deadline:
+                    raise LockTimeoutError(
+                        f"{REFRESH_FAILED} gave up after {timeout:.3g} s waiting for another "
+                        f"machine to finish refreshing ({self.location})"
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, LOCK_POLL_MAX)
+        except BaseException:
+            local.release()
+            raise
+
+    def _try_fleet_lock(self) -> Any:
+        """The fleet lock, newly taken for this attempt in this thread; None if held elsewhere."""
+        # A new Lock each time: redis-py keeps the owner token thread-local.
+        fleet = self._redis().lock(self.lock_key, timeout=REDIS_LOCK_IDLE_TTL)
+        token = os.urandom(16).hex()  # not redis-py's uuid1: no MAC address, no clock
+        return fleet if self._call(lambda r: fleet.acquire(blocking=False, token=token)) else None
+
+    def _local_lock(self) -> _RefreshLock:
+        directory = self._local._sidecar_dir(create=True)
+        name = f".codexauth-fleet-{_fingerprint(self.location)}.lock"
+        return _RefreshLock(os.path.join(directory, name), "", self._local._owner())
+
+    def begin_request(self, refresh_token: str, seconds: float) -> None:
+        """Announce the request, then make the lock outlast it: in this order, so that a
+        pause that loses the lock before the POST ends in no POST."""
+        until = time.time() + seconds + REDIS_LOCK_MARGIN + REDIS_FLIGHT_GRACE
+        self.record_failure(refresh_token, sent_until=until)
+        fleet = self._held
+        if fleet is None:
+            return
+
+        def extend(r: Any) -> None:
+            from redis.exceptions import LockError  # a ValueError: keep it out of parsing
+
+            try:
+                fleet.extend(seconds + REDIS_LOCK_MARGIN, replace_ttl=True)
+            except LockError:
+                raise LockTimeoutError(
+                    f"{REFRESH_FAILED} lost the fleet lock before the request "
+                    f"({self.location}); nothing was sent"
+                ) from None
+
+        self._call(extend)
+
+    def _release(self, fleet: Any) -> None:
+        from redis.exceptions import LockError
+
+        self._held = None
+        # Lapsed while we were paused: our commit stood on the version, not the lock.
+        with contextlib.suppress(LockError, StoreUnreachableError, CodexAuthError):
+            self._call(lambda r: fleet.release())
+
+    # Writing: one atomic compare-and-set on the version.
+
+    def write_if_unchanged(self, expected: _Snapshot, new: AuthDotJson) -> bool:
+        return self._commit(str(expected.version), new)
+
+    def save(self, auth: AuthDotJson) -> None:
+        self._commit("", auth)
+
+    def _commit(self, expected: str, auth: AuthDotJson) -> bool:
+        import socket  # deferred: only a commit names its host
+
+        data = _serialize_auth(auth)
+        args = [expected, data, socket.gethostname(), os.getpid()]
+        self._redis()
+        done, _ = self._call(lambda r: self._commit_script(keys=[self.key], args=args))
+        self._snapshot = None  # the next read sees what is there now
+        return bool(done)
+
+    def delete(self) -> bool:
+        self._snapshot = None
+        return bool(self._call(lambda r: r.delete(self.key)))
+
+    # What the fleet shares; the clock's offset is this machine's own.
+
+    def _load_state(self) -> bytes | None:
+        data: bytes | None = self._call(lambda r: r.hget(self.key, "state"))
+        return data
+
+    def _save_state(self, data: bytes) -> None:
+        self._call(lambda r: r.hset(self.key, "state", data))
+
+    def clock_skew(self) -> float:
+        return self._skew
+
+    def record_clock_skew(self, skew: float) -> None:
+        self._skew = skew
+
+    def describe(self) -> dict[str, Any]:
+        if not self._fields:
+            with contextlib.suppress(CodexAuthError):
+                self.read(force=True)
+        info: dict[str, Any] = {"store": _redact_url(self.url), "namespace": self.namespace}
+        host, pid, at = (self._fields.get(k) for k in (b"by_host", b"by_pid", b"by_at"))
+        if host and pid and at:
+            when = datetime.fromtimestamp(int(at), timezone.utc)
+            info["last_refreshed_by"] = f"{host.decode('utf-8', 'replace')} pid {pid.decode()}"
+            info["last_refreshed_at"] = _format_rfc3339(when)
+        return info
+
+
+class _FleetLock:
+    """This machine's file lock and the fleet's Redis lock, released in reverse order."""
+
+    def __init__(self, local: _RefreshLock, fleet: Any, store: RedisStore) -> None:
+        self._local, self._fleet, self._store = local, fleet, store
+
+    def release(self) -> None:
+        try:
+            self._store._release(self._fleet)
+        finally:
+            self._local.release()
+
+
+def _open_store(
+    spec: str | Store | None,
+    codex_home: StrPath | None,
+    *,
+    namespace: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Store:
+    """The store `spec` names: a Store, "file" (the default), or a Redis URL.
+
+    Unset, CODEXAUTH_STORE decides, and CODEXAUTH_NAMESPACE picks the login in it.
+    """
+    if isinstance(spec, Store):
+        return spec
+    spec = spec or os.environ.get(STORE_ENV_VAR) or "file"
+    if spec == "file":
+        return FileStore(codex_home)
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        namespace = namespace or os.environ.get(NAMESPACE_ENV_VAR) or DEFAULT_NAMESPACE
+        return RedisStore(spec, codex_home, namespace=namespace, timeout=timeout)
+    shown = _redact_url(spec) if "://" in spec else spec
+    raise CodexAuthError(
+        f"{STORE_ENV_VAR} must be 'file' or a redis://, rediss:// or unix:// URL, not {shown!r}"
+    )
+
+
 # Refresh client ##############################################################
 # One POST for the token and the revoke endpoints, so that the URL rule, the CA
 # file, the proxy rule, the deadline and "no secret in an error" are written once.
@@ -1939,8 +2266,10 @@ def _post_revoke(
 # CodexAuth ###################################################################
 
 
-def _not_logged_in(where: str, detail: str = "no login in") -> NotLoggedInError:
-    return NotLoggedInError(f"Not logged in: {detail} {where}. Run `codex login`.")
+def _not_logged_in(
+    where: str, detail: str = "no login in", hint: str = "Run `codex login`."
+) -> NotLoggedInError:
+    return NotLoggedInError(f"Not logged in: {detail} {where}. {hint}")
 
 
 def _account(tokens: TokenData) -> str | None:
@@ -1994,15 +2323,20 @@ def _interrupts_deferred() -> Generator[None, None, None]:
 class CodexAuth:
     """The login in one CODEX_HOME: fresh tokens, refreshed at most once across processes.
 
-    `timeout` bounds the refresh request; `lock_timeout` bounds the wait for a
-    peer's refresh.  `session` (a requests.Session) and `now` (epoch seconds)
-    are for tests and custom transports.
+    `store` is where the login lives: "file" (auth.json, the default), a Redis
+    URL (one login for many machines; `namespace` picks which), or a Store;
+    unset, $CODEXAUTH_STORE and $CODEXAUTH_NAMESPACE decide.  `timeout` bounds
+    the refresh request; `lock_timeout` bounds the wait for a peer's refresh.
+    `session` (a requests.Session) and `now` (epoch seconds) are for tests and
+    custom transports.
     """
 
     def __init__(
         self,
         codex_home: StrPath | None = None,
         *,
+        store: str | Store | None = None,
+        namespace: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         session: requests.Session | None = None,
@@ -2010,9 +2344,9 @@ class CodexAuth:
     ) -> None:
         if not timeout > 0 or not lock_timeout > 0:
             raise ValueError("timeout and lock_timeout must be positive")
-        self.store = FileStore(codex_home)
-        self.codex_home = self.store.codex_home
-        self.auth_file = self.store.auth_file
+        self.codex_home = _home(codex_home)
+        self.auth_file = os.path.join(self.codex_home, AUTH_FILE_NAME)
+        self.store = _open_store(store, self.codex_home, namespace=namespace, timeout=timeout)
         self.timeout = timeout
         self.lock_timeout = lock_timeout
         self._session = session
@@ -2068,19 +2402,21 @@ class CodexAuth:
     def _require(self) -> _Snapshot:
         snapshot = self._load()
         if snapshot is None or self._mode(snapshot) is None:
-            raise _not_logged_in(self.auth_file)
+            raise _not_logged_in(self.store.location, hint=self.store.login_hint)
         return snapshot
 
     def _mode(self, snapshot: _Snapshot) -> AuthMode | None:
         try:
             return snapshot.auth.mode
         except UnsupportedAuthModeError as exc:
-            raise UnsupportedAuthModeError(self.auth_file, exc.auth_mode) from None
+            raise UnsupportedAuthModeError(self.store.location, exc.auth_mode) from None
 
     def _require_tokens(self) -> tuple[_Snapshot, TokenData]:
         snapshot = self._require()
         if self._mode(snapshot) is not AuthMode.CHATGPT or snapshot.auth.tokens is None:
-            raise _not_logged_in(self.auth_file, "with ChatGPT: an API key, not tokens, is in")
+            raise _not_logged_in(
+                self.store.location, "with ChatGPT: an API key, not tokens, is in"
+            )
         return snapshot, snapshot.auth.tokens
 
     def _freshness(self, snapshot: _Snapshot) -> _Freshness:
@@ -2183,8 +2519,21 @@ class CodexAuth:
             assert held.auth.openai_api_key is not None
             return held.auth.openai_api_key
         if mode is None or held.auth.tokens is None:
-            raise _not_logged_in(self.auth_file)
+            raise _not_logged_in(self.store.location, hint=self.store.login_hint)
         return self._refresh(held, reason="forced").access_token
+
+    def ensure_valid(self, seconds: float) -> AuthDotJson:
+        """The login, refreshed first (single-flight) if its token has under `seconds` left."""
+        snapshot = self._require()
+        if self._mode(snapshot) is AuthMode.CHATGPT:
+            exp = snapshot.access_exp
+            now = self._now() - (self._skew or 0.0)
+            if exp is None and self._freshness(snapshot).still_valid:
+                return snapshot.auth  # no `exp`: the 8-day rule is all there is to go by
+            if exp is None or exp - now < seconds:
+                self._refresh(snapshot)
+        assert self._snapshot is not None
+        return self._snapshot.auth
 
     def recover_unauthorized(self, rejected_token: str) -> str | None:
         """After an API answered 401 to `rejected_token`: a newer token to retry with, or None.
@@ -2353,11 +2702,14 @@ class CodexAuth:
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.01)
-        if self.store.awaited_peer(spent, self._now()) == 0.0:
+        now = self._now()
+        if self.store.was_reused(spent) and self.store.awaited_peer(spent, now) == 0.0:
             self.store.record_failure(spent, reason=RefreshTokenFailedReason.EXHAUSTED)
-        error = self.store.known_failure(spent, self._now())
+        error = self.store.known_failure(spent, now)
         if error is None:
-            return None  # another process's wait for its own reuse began meanwhile
+            # Another wait began meanwhile, or a request in flight ended unanswered:
+            # nobody knows whether it spent the token, so the next holder tries.
+            return None
         raise error
 
     def _store_refreshed(self, snapshot: _Snapshot, fields: dict[str, str]) -> TokenData:
@@ -2745,6 +3097,10 @@ def _print_status(info: dict[str, Any]) -> None:
         ("access_token_fingerprint", "Token fingerprint"),
         ("last_refresh", "Last refresh"),
         ("refresh_due", "Refresh due"),
+        ("store", "Store"),
+        ("namespace", "Namespace"),
+        ("last_refreshed_by", "Refreshed by"),
+        ("last_refreshed_at", "Refreshed at"),
         ("auth_file", "auth.json"),
         ("lock_file", "Lock file"),
     ]
@@ -2753,7 +3109,7 @@ def _print_status(info: dict[str, Any]) -> None:
         if value is None:
             continue
         shown = ("yes" if value else "no") if isinstance(value, bool) else _printable(value)
-        if key in ("access_token_expires_at", "last_refresh"):
+        if key in ("access_token_expires_at", "last_refresh", "last_refreshed_at"):
             shown = f"{value} ({_relative(_parse_rfc3339(value).timestamp() - time.time())})"
         print(f"{label + ':':<19}{shown}")
 
@@ -2783,6 +3139,8 @@ def _relative(seconds: float) -> str:
 
 _GLOBAL_DEFAULTS: dict[str, Any] = {
     "codex_home": None,
+    "store": None,
+    "namespace": None,
     "timeout": DEFAULT_TIMEOUT,
     "lock_timeout": DEFAULT_LOCK_TIMEOUT,
     "verbose": False,
@@ -2803,6 +3161,18 @@ def _build_parser() -> Any:
         "--codex-home",
         metavar="PATH",
         help="directory holding auth.json (default: $CODEX_HOME or ~/.codex)",
+    )
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="where the login lives: 'file' (auth.json, the default) or a redis://, rediss:// "
+        f"or unix:// URL shared by many machines (default: ${STORE_ENV_VAR})",
+    )
+    parser.add_argument(
+        "--namespace",
+        metavar="NAME",
+        help=f"which login in a Redis store (default: ${NAMESPACE_ENV_VAR}, else "
+        f"{DEFAULT_NAMESPACE!r})",
     )
     parser.add_argument(
         "--timeout",
@@ -2835,6 +3205,19 @@ def _build_parser() -> Any:
     logout = command("logout", "revoke the token and delete auth.json, like `codex logout`")
     logout.add_argument(
         "--keep-token", action="store_true", help="only delete auth.json; revoke nothing"
+    )
+    push = command("push", "copy the login in auth.json into the shared store (Redis)")
+    push.add_argument(
+        "--force", action="store_true", help="replace whatever login the store holds"
+    )
+    pull = command("pull", "write the shared store's login into auth.json, for the Codex CLI")
+    pull.add_argument(
+        "--min-valid",
+        type=_seconds,
+        default=REFRESH_WINDOW,
+        metavar="SECONDS",
+        help="refresh first (once for the fleet) if the access token has less than this left "
+        f"(default {REFRESH_WINDOW:g})",
     )
     login = command("login", "store an API key read from stdin")
     login.add_argument(
@@ -2922,7 +3305,13 @@ def _main(argv: list[str] | None) -> int:
 def _run(args: Any) -> int:
     if args.command == "demo":
         return _demo(args.processes)
-    auth = CodexAuth(args.codex_home, timeout=args.timeout, lock_timeout=args.lock_timeout)
+    auth = CodexAuth(
+        args.codex_home,
+        store=args.store,
+        namespace=args.namespace,
+        timeout=args.timeout,
+        lock_timeout=args.lock_timeout,
+    )
     return _COMMANDS[args.command](auth, args)
 
 
@@ -2981,6 +3370,83 @@ def _cmd_login(auth: CodexAuth, args: Any) -> int:
     return EXIT_OK
 
 
+def _cmd_push(auth: CodexAuth, args: Any) -> int:
+    fleet, local = _fleet_and_local(auth, "push")
+    snapshot = local.read(force=True)
+    if snapshot is None or snapshot.auth.mode is None:
+        raise _not_logged_in(local.location)
+    ours = snapshot.auth
+    last = _fleet_marks(local).get(fleet.location)
+    with fleet.locked(auth.lock_timeout):
+        held = fleet.read(force=True)
+        theirs = None if held is None else held.auth
+        if theirs == ours:
+            print(f"{_printable(fleet.location)} holds this login already.")
+            return EXIT_OK
+        if theirs is not None and not args.force and not _may_replace(theirs, ours, last):
+            raise CodexAuthError(
+                f"refusing to push: {fleet.location} holds another or a newer login than the "
+                "one this machine last pulled or pushed (`codexauth pull` takes it; "
+                "`push --force` replaces it)"
+            )
+        fleet.save(ours)
+    _mark_fleet(local, fleet, ours)
+    print(f"Pushed the login in {_printable(local.location)} to {_printable(fleet.location)}.")
+    return EXIT_OK
+
+
+def _cmd_pull(auth: CodexAuth, args: Any) -> int:
+    fleet, local = _fleet_and_local(auth, "pull")
+    login = auth.ensure_valid(args.min_valid)
+    _makedirs_private(local.codex_home)
+    with local.locked(auth.lock_timeout):
+        local.save(login)
+    _mark_fleet(local, fleet, login)
+    expiry = auth.access_token_expiry() if login.mode is AuthMode.CHATGPT else None
+    when = f"; the access token expires at {_format_rfc3339(expiry)}" if expiry else ""
+    print(f"Pulled the login from {_printable(fleet.location)} into {local.location}{when}.")
+    return EXIT_OK
+
+
+def _fleet_and_local(auth: CodexAuth, command: str) -> tuple[Store, FileStore]:
+    if isinstance(auth.store, FileStore):
+        raise CodexAuthError(
+            f"`{command}` copies a login between auth.json and a shared store: name one with "
+            f"--store or ${STORE_ENV_VAR} (a redis://, rediss:// or unix:// URL)"
+        )
+    return auth.store, FileStore(auth.codex_home)
+
+
+def _may_replace(theirs: AuthDotJson, ours: AuthDotJson, last: str | None) -> bool:
+    """The store holds what this machine last pulled or pushed, for the same account: the
+    Codex CLI here has refreshed since, and its tokens are the newer ones."""
+    if theirs.tokens is None or ours.tokens is None or last is None:
+        return False
+    same_account = _account(theirs.tokens) == _account(ours.tokens)
+    return same_account and _fingerprint(theirs.tokens.refresh_token) == last
+
+
+def _fleet_marks(local: FileStore) -> dict[str, str]:
+    """Per store: the refresh token (a digest) this machine last pulled or pushed."""
+    data = _read_sidecar(os.path.join(local._sidecar_dir(create=False), FLEET_FILE_NAME))
+    try:
+        marks = json.loads(data or b"{}")
+    except ValueError:
+        return {}
+    return (
+        {k: v for k, v in marks.items() if isinstance(v, str)} if isinstance(marks, dict) else {}
+    )
+
+
+def _mark_fleet(local: FileStore, fleet: Store, login: AuthDotJson) -> None:
+    if login.tokens is None:
+        return
+    marks = _fleet_marks(local)
+    marks[fleet.location] = _fingerprint(login.tokens.refresh_token)
+    path = os.path.join(local._sidecar_dir(create=True), FLEET_FILE_NAME)
+    _write_sidecar(path, json.dumps(marks).encode("utf-8"), local._owner())
+
+
 _COMMANDS: dict[str, Callable[[CodexAuth, Any], int]] = {
     "token": _cmd_token,
     "header": _cmd_header,
@@ -2988,6 +3454,8 @@ _COMMANDS: dict[str, Callable[[CodexAuth, Any], int]] = {
     "status": _cmd_status,
     "logout": _cmd_logout,
     "login": _cmd_login,
+    "push": _cmd_push,
+    "pull": _cmd_pull,
 }
 
 
