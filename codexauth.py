@@ -3105,8 +3105,8 @@ def _print_status(info: dict[str, Any]) -> None:
         ("lock_file", "Lock file"),
     ]
     for key, label in labels:
-        value = info[key]
-        if value is None:
+        value = info.get(key)
+        if value is None or (key == "store" and value == "file"):  # auth.json says it
             continue
         shown = ("yes" if value else "no") if isinstance(value, bool) else _printable(value)
         if key in ("access_token_expires_at", "last_refresh", "last_refreshed_at"):
