@@ -59,6 +59,20 @@ def fp(secret: str | None) -> str | None:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()[:12]
 
 
+def digest(data: bytes) -> str:
+    """The sha256 of `data`: compare file contents through it, so a failing assert shows no
+    token."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_digest(path: str | os.PathLike[str]) -> str | None:
+    """digest() of the file's bytes; None when there is no file."""
+    try:
+        return digest(Path(path).read_bytes())
+    except FileNotFoundError:
+        return None
+
+
 def make_jwt(claims: Mapping[str, Any]) -> str:
     """An unsigned JWT carrying `claims`; the signature is the literal ``sig``."""
     header = _b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
@@ -156,6 +170,43 @@ def write_auth_json(
         os.unlink(tmp)
         raise
     return path
+
+
+def read_doc(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """An auth.json as plain JSON, read as Codex reads it (compare its secrets through fp())."""
+    return dict(json.loads(Path(path).read_bytes()))
+
+
+def stored(codex_home: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``tokens`` object of `codex_home`'s auth.json (compare them through fp())."""
+    tokens = read_doc(Path(codex_home) / "auth.json").get("tokens")
+    assert isinstance(tokens, dict), "auth.json holds no tokens"
+    return tokens
+
+
+# Codex's words ################################################################
+# What Codex says when a refresh fails for good, spelled out here rather than read from
+# codexauth, so that a reworded message in codexauth fails the tests
+# (codex-rs/login/src/auth/manager.rs, REFRESH_TOKEN_*_MESSAGE).
+
+EXPIRED_MESSAGE = (
+    "Your access token could not be refreshed because your refresh token has expired. "
+    "Please log out and sign in again."
+)
+EXHAUSTED_MESSAGE = (
+    "Your access token could not be refreshed because your refresh token was already used. "
+    "Please log out and sign in again."
+)
+REVOKED_MESSAGE = (
+    "Your access token could not be refreshed because your refresh token was revoked. "
+    "Please log out and sign in again."
+)
+OTHER_MESSAGE = "Your access token could not be refreshed. Please log out and sign in again."
+# The guarded reload found another login (or none) where it expected its own.
+ACCOUNT_CHANGED_MESSAGE = (
+    "Your access token could not be refreshed because you have since logged out or signed in "
+    "to another account. Please sign in again."
+)
 
 
 # Token server #################################################################

@@ -31,6 +31,7 @@ from support import (
     fp,
     id_token,
     run_py,
+    stored,
     write_auth_json,
 )
 
@@ -317,10 +318,6 @@ def api() -> Iterator[Callable[[Callable[[str | None], bool]], ApiServer]]:
         server.__exit__(None, None, None)
 
 
-def stored_tokens(codex_home: Path) -> dict[str, Any]:
-    return dict(json.loads((codex_home / "auth.json").read_bytes())["tokens"])
-
-
 # 401 -> refresh -> one retry ####################################################
 
 
@@ -342,7 +339,7 @@ def test_401_refreshes_once_and_retries_once_with_the_body_intact(
     assert token_server.last_issued is not None
     new = token_server.last_issued["access_token"]
     assert (first.bearer_fp, retry.bearer_fp) == (fp(stale), fp(new))
-    assert fp(stored_tokens(codex_home)["access_token"]) == fp(new)
+    assert fp(stored(codex_home)["access_token"]) == fp(new)
     if expected is None:
         assert json.loads(first.body) == JSON_BODY
         expected = first.body
@@ -441,7 +438,7 @@ def test_401_adopts_a_token_a_peer_already_wrote(
     assert server.hits[1].bearer_fp == fp(peer[0])
     assert server.hits[1].body == server.hits[0].body
     assert token_server.post_count == 0
-    assert fp(stored_tokens(codex_home)["refresh_token"]) == fp("rt-peer")
+    assert fp(stored(codex_home)["refresh_token"]) == fp("rt-peer")
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -460,7 +457,7 @@ def test_401_does_not_adopt_another_accounts_token(
     assert reply.status == 401
     assert len(server.hits) == 1
     assert token_server.post_count == 0
-    tokens = stored_tokens(codex_home)  # the other login is left as it was
+    tokens = stored(codex_home)  # the other login is left as it was
     assert (fp(tokens["access_token"]), tokens["refresh_token"]) == (fp(peer[0]), "rt-other")
 
 
@@ -578,7 +575,7 @@ def test_a_streamed_body_is_sent_once_and_its_401_returned_without_a_refresh(
     codex_home: Path, token_server: TokenServer, api: Any, kind: str
 ) -> None:
     write_auth_json(codex_home)
-    before = stored_tokens(codex_home)
+    before = stored(codex_home)
     server = api(newest_issued(token_server))  # refuses the stored token
     body = stream_body(kind)
     with contextlib.closing(body) if kind == "pipe" else contextlib.nullcontext():
@@ -587,7 +584,7 @@ def test_a_streamed_body_is_sent_once_and_its_401_returned_without_a_refresh(
     assert [len(hit.body) for hit in server.hits] == [len(BINARY_BODY)]
     assert server.hits[0].body == BINARY_BODY
     assert token_server.post_count == 0  # no refresh that no retry could use
-    assert fp(stored_tokens(codex_home)["refresh_token"]) == fp(before["refresh_token"])
+    assert fp(stored(codex_home)["refresh_token"]) == fp(before["refresh_token"])
 
 
 def test_a_pipe_body_is_sent_whole_the_first_time(

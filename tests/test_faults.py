@@ -29,9 +29,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from support import Racers, TokenServer, access_token, fp, py_env, run_py, write_auth_json
+from support import (
+    Racers,
+    TokenServer,
+    access_token,
+    file_digest,
+    fp,
+    py_env,
+    run_py,
+    stored,
+    write_auth_json,
+)
 
-from codexauth import CodexAuth, TransientRefreshError, load_auth_dot_json
+from codexauth import CodexAuth, TransientRefreshError
 
 CHILD_TIMEOUT = 30.0
 SIDECARS = {"auth.json", "auth.lock", "codexauth-state.json"}
@@ -40,18 +50,6 @@ SIDECARS = {"auth.json", "auth.lock", "codexauth-state.json"}
 def claims(jwt: str) -> dict[str, Any]:
     payload = jwt.split(".")[1]
     return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
-
-
-def stored(codex_home: Path) -> tuple[str, str]:
-    """The stored access and refresh tokens (compare them through fp())."""
-    auth = load_auth_dot_json(codex_home)
-    assert auth is not None and auth.tokens is not None
-    return auth.tokens.access_token, auth.tokens.refresh_token
-
-
-def file_fp(path: Path) -> str | None:
-    """A digest of the file's bytes: comparing it, a failing assert shows no token."""
-    return fp(path.read_text())
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -80,7 +78,7 @@ def follow_up_token(codex_home: Path, server: TokenServer, refresh: str) -> None
     )
     assert result.returncode == 0, result.stderr
     assert server.post_count == posts + 1
-    assert fp(result.stdout.strip()) == fp(stored(codex_home)[0])
+    assert fp(result.stdout.strip()) == fp(stored(codex_home)["access_token"])
 
 
 # kill -9 #####################################################################
@@ -120,7 +118,8 @@ def test_kill9_mid_refresh_never_breaks_the_file_or_the_lock(
             results = racers.finish(timeout=CHILD_TIMEOUT)
 
         # auth.json is complete and self-consistent: the old pair or a pair the server issued.
-        access, refresh = stored(codex_home)
+        tokens = stored(codex_home)
+        access, refresh = tokens["access_token"], tokens["refresh_token"]
         paired = refresh == f"rt-{claims(access)['seq']}"
         assert paired, f"round {round_number}: access and refresh tokens of different logins"
         assert stat.S_IMODE(os.stat(auth_file).st_mode) == 0o600
@@ -174,7 +173,7 @@ def test_kill9_mid_refresh_never_breaks_the_file_or_the_lock(
 def test_hung_endpoint_bounded_by_timeouts_and_lock_freed(
     codex_home: Path, token_server: TokenServer
 ) -> None:
-    before = file_fp(
+    before = file_digest(
         write_auth_json(codex_home, access=access_token(time.time() - 60), refresh="rt-0")
     )
     token_server.hang = True
@@ -197,7 +196,7 @@ def test_hung_endpoint_bounded_by_timeouts_and_lock_freed(
         assert result.returncode == 5
         assert "gave up after 0.5 s waiting for another process" in one_line(result.stderr)
     assert token_server.post_count == 1
-    assert file_fp(codex_home / "auth.json") == before
+    assert file_digest(codex_home / "auth.json") == before
 
     token_server.hang = False
     follow_up_token(codex_home, token_server, "rt-next")
@@ -316,14 +315,14 @@ def test_read_only_home_fresh_token_works_without_a_lock(
     read_only_home: ReadOnlyHome, token_server: TokenServer
 ) -> None:
     path = read_only_home.write_auth(0o400, refresh="rt-0")
-    before = file_fp(path)
+    before = file_digest(path)
 
     result = read_only_home.run(token_server, "token")
 
     assert result.returncode == 0, result.stderr
-    assert fp(result.stdout.strip()) == fp(stored(read_only_home.codex_home)[0])
+    assert fp(result.stdout.strip()) == fp(stored(read_only_home.codex_home)["access_token"])
     assert token_server.post_count == 0
-    assert file_fp(path) == before
+    assert file_digest(path) == before
     assert [p.name for p in read_only_home.codex_home.iterdir()] == ["auth.json"]
     assert not read_only_home.lock_dir.exists()  # a warm read takes no lock
 
@@ -332,14 +331,14 @@ def test_read_only_home_and_file_stale_token_not_spent(
     read_only_home: ReadOnlyHome, token_server: TokenServer
 ) -> None:
     path = read_only_home.write_auth(0o400, access=access_token(time.time() - 60))
-    before = file_fp(path)
+    before = file_digest(path)
 
     result = read_only_home.run(token_server, "token")
 
     assert result.returncode == 1
     assert "read-only" in one_line(result.stderr)
     assert token_server.post_count == 0  # the single-use refresh token was not burned
-    assert file_fp(path) == before
+    assert file_digest(path) == before
     assert [p.name for p in read_only_home.codex_home.iterdir()] == ["auth.json"]
     # The lock is auth.json itself (flock needs no write access): no lock file elsewhere.
     assert not (read_only_home.lock_dir / "auth.lock").exists()
@@ -357,7 +356,8 @@ def test_read_only_home_writable_file_refreshes_in_place(
     assert token_server.post_count == 1
     assert token_server.last_issued is not None
     assert fp(result.stdout.strip()) == fp(token_server.last_issued["access_token"])
-    access, refresh = stored(read_only_home.codex_home)
+    tokens = stored(read_only_home.codex_home)
+    access, refresh = tokens["access_token"], tokens["refresh_token"]
     assert (fp(access), fp(refresh)) == (
         fp(token_server.last_issued["access_token"]),
         fp(token_server.last_issued["refresh_token"]),
@@ -500,7 +500,8 @@ def test_lockless_peer_racing_codexauth(
     assert not any("already used" in r.stderr for r in results)
     peer_outcome, _, peer_token = peer_result.stdout.strip().partition(" ")
     assert peer_outcome == ("won" if winner == "peer" else "lost"), peer_result.stderr
-    final_access, final_refresh = stored(codex_home)
+    tokens = stored(codex_home)
+    final_access, final_refresh = tokens["access_token"], tokens["refresh_token"]
     assert {fp(r.stdout.strip()) for r in results} == {fp(final_access)}
     if winner == "peer":
         assert fp(final_access) == fp(peer_token)
@@ -741,7 +742,7 @@ def test_answer_that_arrived_while_stopped_is_used_after_the_deadline(
     assert child.returncode == 0, err.count("\n")  # a line count; stderr holds no token
     assert token_server.post_count == 1
     assert fp(out.strip()) == fp(issued["access_token"])
-    assert fp(stored(codex_home)[1]) == fp(issued["refresh_token"])
+    assert fp(stored(codex_home)["refresh_token"]) == fp(issued["refresh_token"])
 
 
 def _token_body() -> bytes:
@@ -856,7 +857,7 @@ def test_a_dripping_body_is_cut_at_the_timeout(
 ) -> None:
     # Each byte comes sooner than the per-read timeout; all of them would take minutes.
     path = write_auth_json(codex_home, access=access_token(time.time() - 60), refresh="rt-0")
-    before = file_fp(path)
+    before = file_digest(path)
     server = _drip_server(status, headers, framing, drip="body")
     monkeypatch.setenv("CODEX_REFRESH_TOKEN_URL_OVERRIDE", server.url)
     outcome: dict[str, Any] = {}
@@ -879,7 +880,7 @@ def test_a_dripping_body_is_cut_at_the_timeout(
     assert isinstance(error, TransientRefreshError), repr(error)
     assert "no complete answer within 1 s" in str(error)
     assert server.requests == 1
-    assert file_fp(path) == before
+    assert file_digest(path) == before
 
 
 @pytest.mark.slow
@@ -901,4 +902,4 @@ def test_headers_that_trickle_past_the_timeout_then_a_whole_answer_are_used(
 
     issued = json.loads(body)
     assert fp(token) == fp(issued["access_token"])
-    assert fp(stored(codex_home)[1]) == fp(issued["refresh_token"])
+    assert fp(stored(codex_home)["refresh_token"]) == fp(issued["refresh_token"])

@@ -12,7 +12,6 @@ and file contents through digest(), so a failing assertion never prints a secret
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -31,13 +30,20 @@ from typing import Any, Callable
 
 import pytest
 from support import (
+    ACCOUNT_CHANGED_MESSAGE,
+    EXHAUSTED_MESSAGE,
+    EXPIRED_MESSAGE,
+    OTHER_MESSAGE,
+    REVOKED_MESSAGE,
     UNREACHABLE_TOKEN_URL,
     TokenServer,
     access_token,
+    digest,
     fp,
     id_token,
     make_jwt,
     rfc3339,
+    stored,
     write_auth_json,
 )
 
@@ -49,7 +55,6 @@ from codexauth import (
     PermanentRefreshError,
     RefreshTokenError,
     RefreshTokenFailedReason,
-    TokenData,
     TransientRefreshError,
 )
 
@@ -57,37 +62,11 @@ OVERRIDE = "CODEX_REFRESH_TOKEN_URL_OVERRIDE"
 STATE_FILE = "codexauth-state.json"
 GUARD = 20.0  # hang guard for anything that could block; never a timing assertion
 
-# The Codex CLI's words, verbatim (not read from codexauth, so a changed message fails).
-EXPIRED_MSG = (
-    "Your access token could not be refreshed because your refresh token has expired. "
-    "Please log out and sign in again."
-)
-EXHAUSTED_MSG = (
-    "Your access token could not be refreshed because your refresh token was already used. "
-    "Please log out and sign in again."
-)
-REVOKED_MSG = (
-    "Your access token could not be refreshed because your refresh token was revoked. "
-    "Please log out and sign in again."
-)
-OTHER_MSG = "Your access token could not be refreshed. Please log out and sign in again."
-
-
-def digest(data: bytes) -> str:
-    """Compare file contents through this: a failing `==` on the bytes would print tokens."""
-    return hashlib.sha256(data).hexdigest()
-
 
 def load(codex_home: Path) -> AuthDotJson:
     auth = codexauth.load_auth_dot_json(codex_home)
     assert auth is not None and auth.tokens is not None
     return auth
-
-
-def stored_tokens(codex_home: Path) -> TokenData:
-    tokens = load(codex_home).tokens
-    assert tokens is not None
-    return tokens
 
 
 def secrets_of(path: Path) -> list[str]:
@@ -323,13 +302,15 @@ def test_each_response_field_is_optional(
 # Permanent failures ##########################################################
 
 PERMANENT = [
-    ("401-expired", 401, {"error": {"code": "refresh_token_expired"}}, "EXPIRED", EXPIRED_MSG),
-    ("400-reused", 400, {"error": {"code": "refresh_token_reused"}}, "EXHAUSTED", EXHAUSTED_MSG),
-    ("403-revoked-as-string", 403, {"error": "refresh_token_invalidated"}, "REVOKED", REVOKED_MSG),
-    ("500-top-code-upper", 500, {"code": "REFRESH_TOKEN_EXPIRED"}, "EXPIRED", EXPIRED_MSG),
-    ("401-unknown-code", 401, {"error": {"code": "invalid_grant"}}, "OTHER", OTHER_MSG),
-    ("401-no-code", 401, {"error": {"message": "nope"}}, "OTHER", OTHER_MSG),
-    ("401-not-json", 401, b"<html>Unauthorized</html>", "OTHER", OTHER_MSG),
+    ("401-expired", 401, {"error": {"code": "refresh_token_expired"}}, "EXPIRED", EXPIRED_MESSAGE),
+    ("400-reused", 400, {"error": {"code": "refresh_token_reused"}}, "EXHAUSTED",
+     EXHAUSTED_MESSAGE),
+    ("403-revoked-as-string", 403, {"error": "refresh_token_invalidated"}, "REVOKED",
+     REVOKED_MESSAGE),
+    ("500-top-code-upper", 500, {"code": "REFRESH_TOKEN_EXPIRED"}, "EXPIRED", EXPIRED_MESSAGE),
+    ("401-unknown-code", 401, {"error": {"code": "invalid_grant"}}, "OTHER", OTHER_MESSAGE),
+    ("401-no-code", 401, {"error": {"message": "nope"}}, "OTHER", OTHER_MESSAGE),
+    ("401-not-json", 401, b"<html>Unauthorized</html>", "OTHER", OTHER_MESSAGE),
 ]  # fmt: skip
 
 
@@ -447,7 +428,7 @@ def test_hung_endpoint_times_out_and_frees_the_lock(
     issued = token_server.last_issued
     assert issued is not None and token_server.post_count == 2
     assert fp(outcome["value"]) == fp(issued["access_token"])
-    assert fp(stored_tokens(codex_home).refresh_token) == fp(issued["refresh_token"])
+    assert fp(stored(codex_home)["refresh_token"]) == fp(issued["refresh_token"])
 
 
 def test_oversized_response_is_transient(
@@ -918,7 +899,7 @@ def test_permanent_failure_is_remembered_until_a_new_login(
     with pytest.raises(PermanentRefreshError) as second:
         CodexAuth(codex_home).refresh_token()
     assert second.value.failed_reason() is RefreshTokenFailedReason.REVOKED
-    assert str(second.value) == REVOKED_MSG
+    assert str(second.value) == REVOKED_MESSAGE
     assert token_server.post_count == 1
 
     state = codex_home / STATE_FILE
@@ -933,7 +914,7 @@ def test_permanent_failure_is_remembered_until_a_new_login(
     issued = token_server.last_issued
     assert issued is not None and token_server.post_count == 2
     assert fp(token) == fp(issued["access_token"])
-    assert fp(stored_tokens(codex_home).refresh_token) == fp(issued["refresh_token"])
+    assert fp(stored(codex_home)["refresh_token"]) == fp(issued["refresh_token"])
 
 
 def test_transient_failure_backs_off_for_five_seconds(
@@ -1021,7 +1002,7 @@ def test_reused_answer_adopts_a_peer_that_writes_after_our_post(
     assert token_server.redacted_log() == ["200", "401 refresh_token_reused"]
     # The wait for the peer was announced to other processes; no failure was recorded.
     assert json.loads((codex_home / STATE_FILE).read_bytes())["reason"] is None
-    assert fp(stored_tokens(codex_home).refresh_token) == fp(peer["refresh_token"])
+    assert fp(stored(codex_home)["refresh_token"]) == fp(peer["refresh_token"])
 
 
 def test_reused_with_no_peer_writing_is_exhausted(
@@ -1036,7 +1017,7 @@ def test_reused_with_no_peer_writing_is_exhausted(
     error = outcome.get("error")
     assert isinstance(error, PermanentRefreshError)
     assert error.failed_reason() is RefreshTokenFailedReason.EXHAUSTED
-    assert str(error) == EXHAUSTED_MSG
+    assert str(error) == EXHAUSTED_MESSAGE
     assert token_server.post_count == 2
     assert digest(path.read_bytes()) == digest(before)
 
@@ -1105,7 +1086,7 @@ def test_recover_unauthorized_forces_one_refresh(
     issued = token_server.last_issued
     assert issued is not None and token_server.post_count == 1
     assert fp(token) == fp(issued["access_token"])
-    assert fp(stored_tokens(codex_home).refresh_token) == fp(issued["refresh_token"])
+    assert fp(stored(codex_home)["refresh_token"]) == fp(issued["refresh_token"])
 
 
 @pytest.mark.parametrize("now_holds", ["another-account", "an-api-key", "no-login"])
@@ -1169,11 +1150,6 @@ def test_expiring_token_waits_on_a_busy_peer_only_when_nearly_expired(
 
 # Codex parity: the guarded refresh, the account guard, serve-while-valid #####
 
-ACCOUNT_CHANGED_MSG = (
-    "Your access token could not be refreshed because you have since logged out or signed in "
-    "to another account. Please sign in again."
-)
-
 
 def test_refresh_token_adopts_what_a_peer_wrote_since_our_snapshot(
     codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
@@ -1190,7 +1166,7 @@ def test_refresh_token_adopts_what_a_peer_wrote_since_our_snapshot(
 
     assert fp(token) == fp(peer["access_token"])
     assert token_server.post_count == 1  # adopted: no second request
-    assert fp(stored_tokens(codex_home).refresh_token) == fp(peer["refresh_token"])
+    assert fp(stored(codex_home)["refresh_token"]) == fp(peer["refresh_token"])
 
 
 def test_refresh_token_refreshes_when_storage_still_holds_our_snapshot(
@@ -1244,7 +1220,7 @@ def test_refresh_token_never_refreshes_or_adopts_another_login(
         auth.refresh_token()
 
     assert caught.value.failed_reason() is RefreshTokenFailedReason.OTHER
-    assert str(caught.value) == ACCOUNT_CHANGED_MSG
+    assert str(caught.value) == ACCOUNT_CHANGED_MESSAGE
     assert token_server.post_count == 0
     assert file_bytes(codex_home / "auth.json") == before
 
@@ -1270,7 +1246,7 @@ def test_get_token_never_refreshes_or_adopts_a_login_switched_while_it_waited(
 
     error = outcome.get("error")
     assert isinstance(error, PermanentRefreshError), type(error)
-    assert str(error) == ACCOUNT_CHANGED_MSG
+    assert str(error) == ACCOUNT_CHANGED_MESSAGE
     assert token_server.post_count == 0
     assert file_bytes(codex_home / "auth.json") == before
 
@@ -1479,7 +1455,7 @@ def test_an_answer_without_an_access_token_while_a_peer_logs_in_anew_does_not_ha
     error = outcome.get("error")
     assert isinstance(error, TransientRefreshError), type(error)
     assert not isinstance(error, codexauth.LockTimeoutError)
-    assert fp(stored_tokens(codex_home).refresh_token) == fp("rt-new-login")  # kept
+    assert fp(stored(codex_home)["refresh_token"]) == fp("rt-new-login")  # kept
     assert token_server.post_count == 1
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import random
@@ -27,10 +26,12 @@ import pytest
 from support import (
     TokenServer,
     access_token,
+    digest,
     fp,
     id_token,
     make_jwt,
     py_env,
+    read_doc,
     run_py,
     write_auth_json,
 )
@@ -41,10 +42,6 @@ from codexauth import AuthDotJson, AuthFileError, CodexAuth, CodexAuthError, Tok
 EXTRA_TOP = {"auth_mode": "chatgpt", "future": {"nested": [1, 2.5, None]}}
 EXTRA_TOKENS = {"future_tok": {"nested": [1, 2.5, None]}, "note": "kept"}
 CHILD_TIMEOUT = 30.0
-
-
-def read_doc(path: Path) -> dict[str, Any]:
-    return dict(json.loads(path.read_bytes()))
 
 
 def redact(doc: dict[str, Any]) -> dict[str, Any]:
@@ -58,11 +55,6 @@ def redact(doc: dict[str, Any]) -> dict[str, Any]:
             k: fp(v) if k in secret and isinstance(v, str) else v for k, v in out["tokens"].items()
         }
     return out
-
-
-def digest(data: bytes) -> str:
-    """Compare file contents through this: a failing assert then prints no token."""
-    return hashlib.sha256(data).hexdigest()[:12]
 
 
 def mode_of(path: Path) -> int:
