@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import pytest
 from support import (
+    CHILDREN,
     Racers,
     TokenServer,
     access_token,
@@ -405,48 +406,9 @@ def test_symlinked_auth_json_many_processes(codex_home: Path, token_server: Toke
 
 # A peer without the lock #####################################################
 
-# What the Codex CLI does: it read auth.json when it started, refreshes with that refresh
-# token without any lock, and rewrites the file in place (truncate, then write).
-CODEX_LIKE_PEER = r"""
-import json, os, sys, time, urllib.error, urllib.request
-from datetime import datetime, timezone
-
-path, url, write_lag, style = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
-with open(path, "rb") as f:
-    doc = json.load(f)
-wait_at_barrier()
-body = json.dumps({
-    "client_id": "app_EMoamEEZ73f0CkXaXp7hrann",
-    "grant_type": "refresh_token",
-    "refresh_token": doc["tokens"]["refresh_token"],
-    "scope": "openid profile email",
-}).encode()
-request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-try:
-    with opener.open(request, timeout=30) as response:
-        new = json.load(response)
-except urllib.error.HTTPError as exc:
-    print("lost", exc.code)
-    sys.exit(0)
-time.sleep(write_lag)
-doc["tokens"].update(new)
-doc["last_refresh"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-if style == "truncate":  # Codex CLI before 0.171
-    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-    time.sleep(0.005)  # a reader landing here finds an empty file
-    os.write(fd, json.dumps(doc, indent=2).encode())
-    os.close(fd)
-else:  # 0.171: flock(LOCK_EX) on auth.lock, blocking, only to write by rename
-    import fcntl
-    with open(os.path.join(os.path.dirname(path), "auth.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        with open(path + ".tmp", "w") as tmp:
-            os.fchmod(tmp.fileno(), 0o600)
-            tmp.write(json.dumps(doc, indent=2))
-        os.replace(path + ".tmp", path)
-print("won", new["access_token"])
-"""
+# What the Codex CLI does (children/codex_like_peer.py): it read auth.json when it started,
+# refreshes with that refresh token without any lock, and writes the file its way: in place
+# (truncate, then write) before 0.171, by rename under a blocking flock on auth.lock since.
 
 
 @pytest.mark.slow
@@ -483,7 +445,7 @@ def test_lockless_peer_racing_codexauth(
     env = py_env(codex_home, token_server.url)
     with Racers(env) as peer_group, Racers(env) as ours:
         peer_group.spawn(
-            code=CODEX_LIKE_PEER,
+            script=CHILDREN / "codex_like_peer.py",
             args=[str(codex_home / "auth.json"), token_server.url, str(write_lag), style],
         )
         for _ in range(8):

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import children.codex_like_peer as codex_peer
 import pytest
 from support import (
     ACCOUNT_CHANGED_MESSAGE,
@@ -97,38 +98,6 @@ def call_bounded(fn: Callable[[], Any], timeout: float = GUARD) -> dict[str, Any
     thread.join(timeout)
     assert not thread.is_alive(), f"still running after {timeout} s"
     return outcome
-
-
-# A peer without our lock: the Codex CLI ######################################
-
-_no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def peer_refresh(server: TokenServer, refresh_token: str) -> dict[str, str]:
-    """Refresh at the server as the Codex CLI does, taking no lock; the new fields."""
-    body = {
-        "client_id": codexauth.CLIENT_ID,
-        "grant_type": "refresh_token",
-        "refresh_reason": "proactive_expiry",
-        "refresh_token": refresh_token,
-    }
-    request = urllib.request.Request(
-        server.url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with _no_proxy.open(request, timeout=GUARD) as response:
-        return dict(json.loads(response.read()))
-
-
-def peer_write(path: Path, fields: dict[str, str]) -> None:
-    """Store new tokens the Codex CLI's way: truncate auth.json and write it in place."""
-    doc = json.loads(path.read_bytes())
-    doc["tokens"].update(fields)
-    doc["last_refresh"] = rfc3339(datetime.now(timezone.utc))
-    with open(path, "wb") as f:
-        f.write(json.dumps(doc, indent=2).encode())
 
 
 # The Codex CLI's auth_refresh.rs, ported #####################################
@@ -946,8 +915,8 @@ def test_adopts_tokens_a_peer_wrote_after_our_snapshot(
     path = auth_json(access_exp=time.time() - 60)
     auth = CodexAuth.from_auth_storage(codex_home)
     assert auth is not None
-    peer = peer_refresh(token_server, "rt-0")
-    peer_write(path, peer)
+    peer = codex_peer.refresh(token_server.url, "rt-0")
+    codex_peer.write_tokens(path, peer)
 
     token = auth.get_token()
 
@@ -969,8 +938,8 @@ def test_adopts_tokens_a_peer_wrote_while_we_waited_for_the_lock(
         waiter = threading.Thread(target=lambda: outcome.update(v=auth.get_token()), daemon=True)
         waiter.start()
         time.sleep(0.2)  # let it find the token stale and start waiting
-        peer = peer_refresh(token_server, "rt-0")
-        peer_write(path, peer)
+        peer = codex_peer.refresh(token_server.url, "rt-0")
+        codex_peer.write_tokens(path, peer)
         waiter.join(GUARD)
         assert not waiter.is_alive(), "still waiting for the lock after the peer wrote"
 
@@ -983,14 +952,14 @@ def test_reused_answer_adopts_a_peer_that_writes_after_our_post(
 ) -> None:
     path = auth_json(access_exp=time.time() - 60)
     # The peer has spent rt-0 at the server but not yet written auth.json.
-    peer = peer_refresh(token_server, "rt-0")
+    peer = codex_peer.refresh(token_server.url, "rt-0")
 
     def write_after_our_post() -> None:
         deadline = time.monotonic() + GUARD
         while token_server.post_count < 2 and time.monotonic() < deadline:
             time.sleep(0.005)
         time.sleep(0.1)
-        peer_write(path, peer)
+        codex_peer.write_tokens(path, peer)
 
     writer = threading.Thread(target=write_after_our_post, daemon=True)
     writer.start()
@@ -1010,7 +979,7 @@ def test_reused_with_no_peer_writing_is_exhausted(
 ) -> None:
     path = auth_json(access_exp=time.time() - 60)
     before = path.read_bytes()
-    peer_refresh(token_server, "rt-0")  # spent elsewhere; nobody ever writes the result
+    codex_peer.refresh(token_server.url, "rt-0")  # spent elsewhere; nobody ever writes the result
 
     outcome = call_bounded(CodexAuth(codex_home).get_token)
 
@@ -1065,8 +1034,8 @@ def test_recover_unauthorized_adopts_a_peers_token(
     path = auth_json()
     auth = CodexAuth(codex_home)
     rejected = auth.get_token()
-    peer = peer_refresh(token_server, "rt-0")
-    peer_write(path, peer)
+    peer = codex_peer.refresh(token_server.url, "rt-0")
+    codex_peer.write_tokens(path, peer)
 
     token = auth.recover_unauthorized(rejected)
 
@@ -1158,8 +1127,8 @@ def test_refresh_token_adopts_what_a_peer_wrote_since_our_snapshot(
     path = auth_json()
     auth = CodexAuth.from_auth_storage(codex_home)
     assert auth is not None
-    peer = peer_refresh(token_server, "rt-0")
-    peer_write(path, peer)
+    peer = codex_peer.refresh(token_server.url, "rt-0")
+    codex_peer.write_tokens(path, peer)
     assert token_server.post_count == 1
 
     token = auth.refresh_token()
@@ -1385,9 +1354,9 @@ def test_a_peer_that_wrote_an_expired_token_is_refreshed_from_its_refresh_token(
         waiter.start()
         time.sleep(0.2)  # the waiter is queued on the lock
         # While the lock is held, a peer rotates the tokens and writes an expired one.
-        peer = peer_refresh(token_server, "rt-0")
+        peer = codex_peer.refresh(token_server.url, "rt-0")
         peer["access_token"] = access_token(time.time() - 10)
-        peer_write(codex_home / "auth.json", peer)
+        codex_peer.write_tokens(codex_home / "auth.json", peer)
     finally:
         lock.release()
     waiter.join(GUARD)
