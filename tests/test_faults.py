@@ -34,6 +34,7 @@ from support import (
     Racers,
     TokenServer,
     access_token,
+    child,
     file_digest,
     fp,
     py_env,
@@ -207,19 +208,6 @@ def test_hung_endpoint_bounded_by_timeouts_and_lock_freed(
 
 NOBODY = 65534
 
-# Root ignores mode bits through CAP_DAC_OVERRIDE (and CAP_DAC_READ_SEARCH, CAP_FOWNER).
-# Where the interpreter is out of reach of "nobody" (a pyenv under /root), the child stays
-# root but drops those capabilities from its bounding set before exec'ing Python, so the
-# kernel applies mode bits to it like to anyone else.
-_DROP_DAC_CAPS = r"""
-import ctypes, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-for cap in (1, 2, 3):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER
-    if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-        sys.exit(f"prctl(PR_CAPBSET_DROP) failed: errno {ctypes.get_errno()}")
-os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
-"""
-
 
 @functools.cache
 def bound_by_modes() -> tuple[str, int] | None:
@@ -247,7 +235,8 @@ def _child_argv(how: str, args: list[str]) -> tuple[list[str], dict[str, Any]]:
     if how == "nobody":
         kwargs.update(user=NOBODY, group=NOBODY, extra_groups=[])
     if how == "no-dac-caps":
-        return [sys.executable, "-c", _DROP_DAC_CAPS, *args], kwargs
+        # Root, but with the capabilities that ignore mode bits dropped before Python starts.
+        return [sys.executable, *child("drop_dac_caps", *args)], kwargs
     return [sys.executable, *args], kwargs
 
 
@@ -507,15 +496,6 @@ def test_two_homes_linking_one_auth_json_make_one_post(
     assert len({fp(r.stdout.strip()) for r in results}) == 1
 
 
-HOLD_AND_DELETE_LOCK = r"""
-import os, sys, codexauth
-lock = codexauth.FileStore(os.environ["CODEX_HOME"]).lock(10, lambda: False)
-print("locked", flush=True)
-sys.stdin.readline()
-lock.release()
-"""
-
-
 def test_deleting_auth_lock_mid_refresh_does_not_allow_a_second_post(
     codex_home: Path, token_server: TokenServer
 ) -> None:
@@ -539,7 +519,7 @@ def test_deleting_auth_lock_mid_refresh_does_not_allow_a_second_post(
 def test_lock_timeout_message_does_not_invite_deleting_the_lock(codex_home: Path) -> None:
     write_auth_json(codex_home, access=access_token(time.time() - 60))
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_AND_DELETE_LOCK],
+        [sys.executable, *child("hold_lock")],
         env=py_env(codex_home),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -560,32 +540,14 @@ def test_lock_timeout_message_does_not_invite_deleting_the_lock(codex_home: Path
 
 # fork() ######################################################################
 
-FORK_CHILD = r"""
-import json, multiprocessing, os, subprocess, sys, codexauth
-home = os.environ["CODEX_HOME"]
-
-def refresh_in_worker():
-    return codexauth.CodexAuth(home, lock_timeout=5).refresh_token()
-
-lock = codexauth.FileStore(home).lock(5, lambda: False)  # as if mid-refresh in a thread
-pool = multiprocessing.get_context("fork").Pool(1)  # forked while the lock is held
-lock.release()
-other = subprocess.run([sys.executable, "-m", "codexauth", "--lock-timeout", "5", "refresh"],
-                       capture_output=True, text=True, timeout=30)
-try:
-    worker = pool.apply(refresh_in_worker) is not None
-except Exception as exc:
-    worker = type(exc).__name__
-pool.terminate()
-print(json.dumps({"other": [other.returncode, other.stderr], "worker": worker}))
-"""
-
 
 def test_a_forked_child_neither_keeps_nor_inherits_the_refresh_lock(
     codex_home: Path, token_server: TokenServer
 ) -> None:
     write_auth_json(codex_home)
-    result = run_py(FORK_CHILD, codex_home=codex_home, token_url=token_server.url, timeout=60)
+    result = run_py(
+        child("fork_child"), codex_home=codex_home, token_url=token_server.url, timeout=60
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
     # Another process refreshes while the worker lives; so does the worker itself.
