@@ -28,6 +28,7 @@ from support import (
     REPO_ROOT,
     TokenServer,
     access_token,
+    child,
     fp,
     id_token,
     run_py,
@@ -465,20 +466,7 @@ def test_401_does_not_adopt_another_accounts_token(
 
 
 def test_import_works_without_httpx_and_httpx_auth_says_why(codex_home: Path) -> None:
-    code = """if True:
-        import sys
-        sys.modules["httpx"] = None  # what an environment without httpx looks like
-        import codexauth
-        codexauth.RequestsAuth
-        codexauth.RequestsAuth()
-        try:
-            codexauth.HttpxAuth()
-        except ImportError as exc:
-            print("ImportError:", exc)
-        else:
-            print("no error")
-    """
-    proc = run_py(code, codex_home=codex_home, timeout=30)
+    proc = run_py(child("import_without_httpx"), codex_home=codex_home, timeout=30)
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout.startswith("ImportError:")
     assert "HttpxAuth needs httpx" in proc.stdout  # says what is missing and for what
@@ -493,18 +481,8 @@ def test_import_codexauth_pulls_in_no_dependency_or_heavy_stdlib(codex_home: Pat
     # -S: without `site`, nothing (a .pth file, sitecustomize) imports typing & co. first;
     # site-packages go back on sys.path by hand so that a dependency *could* be imported.
     paths = [str(REPO_ROOT), *site.getsitepackages(), site.getusersitepackages()]
-    code = f"""if True:
-        import sys
-        sys.path[:0] = {paths!r}
-        forbidden = {FORBIDDEN!r}
-        print(sorted(m for m in forbidden if m in sys.modules))
-        import codexauth
-        print(sorted(m for m in forbidden if m in sys.modules))
-        for name in forbidden:  # each can be imported here, so its absence above means something
-            __import__(name)
-        print(sorted(m for m in forbidden if m in sys.modules) == sorted(forbidden))
-    """
-    proc = run_py(["-S", "-c", code], codex_home=codex_home, timeout=30)
+    argv = child("import_cost", os.pathsep.join(paths), *FORBIDDEN)
+    proc = run_py(["-S", *argv], codex_home=codex_home, timeout=30)
     assert (proc.returncode, proc.stderr) == (0, "")
     before, after, all_importable = proc.stdout.splitlines()
     assert (before, all_importable) == ("[]", "True")
