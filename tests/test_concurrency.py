@@ -33,8 +33,9 @@ from codexauth import load_auth_dot_json
 
 CHILD_TIMEOUT = 60.0
 
-# What `--verbose` logs on each path through the single-flight protocol (no tokens in them).
-POSTED = "refresh started: POST"
+# What `--verbose` logs when a process found the token stale but adopted a peer's refresh (no
+# tokens in them). Outcomes are checked through the endpoint's counts and auth.json; only
+# whether the others really raced the POST is visible nowhere else.
 ADOPTED_WAITING = "refresh adopted from a peer"  # a peer's write ended the lock wait
 ADOPTED_LOCKED = "refresh skipped: a peer already refreshed"  # lock taken, peer's tokens found
 
@@ -73,15 +74,11 @@ def issued(server: TokenServer) -> tuple[str | None, str | None]:
     return pair(server.last_issued)
 
 
-def paths(stderrs: list[str]) -> dict[str, int]:
-    """How many children took each path, from their --verbose logs."""
+def adopted(stderrs: list[str]) -> dict[str, int]:
+    """How many children adopted a peer's refresh, and how, from their --verbose logs."""
     return {
         name: sum(marker in err for err in stderrs)
-        for name, marker in (
-            ("posted", POSTED),
-            ("adopted_waiting", ADOPTED_WAITING),
-            ("adopted_locked", ADOPTED_LOCKED),
-        )
+        for name, marker in (("waiting", ADOPTED_WAITING), ("locked", ADOPTED_LOCKED))
     }
 
 
@@ -108,12 +105,11 @@ def test_expired_token_many_processes_one_post(
     new_access, new_refresh = issued(token_server)
     assert {fp(out) for out in outs} == {new_access}
     assert pair(stored(codex_home)) == (new_access, new_refresh)
-    taken = paths(errs)
-    assert taken["posted"] == 1
     if delay:
         # The race was real: the others found the token stale too and waited for the one POST
         # (typically all of them do; how many is up to the scheduler, so half is required).
-        assert taken["adopted_waiting"] + taken["adopted_locked"] >= processes // 2, taken
+        taken = adopted(errs)
+        assert taken["waiting"] + taken["locked"] >= processes // 2, taken
 
 
 @pytest.mark.slow
@@ -126,14 +122,13 @@ def test_forced_refresh_from_many_processes_adopts_one_post(
     write_auth_json(codex_home, refresh="rt-0")
     token_server.delay = 1.0
 
-    outs, errs, codes = race(codex_home, token_server, [["--verbose", "refresh"]] * 12)
+    outs, _, codes = race(codex_home, token_server, [["refresh"]] * 12)
 
     assert codes == [0] * 12
     assert all(out.startswith("Refreshed.") for out in outs)
     assert token_server.post_count == 1
     assert token_server.redacted_log() == ["200"]
     assert pair(stored(codex_home)) == issued(token_server)
-    assert paths(errs)["posted"] == 1
 
 
 @pytest.mark.slow
