@@ -242,6 +242,7 @@ class TokenServer:
         self.id_token_kwargs: dict[str, str] = {}  # passed to id_token() for issued tokens
         self.post_count = 0
         self.requests: list[Any] = []  # parsed bodies; they hold tokens, so never print them
+        self.user_agents: list[str] = []  # each POST's User-Agent, in step with `requests`
         self.answered = 0  # token POSTs whose whole answer has been written to the socket
         self.revoke_count = 0
         self.revoke_requests: list[Any] = []  # parsed bodies; they hold tokens: never print
@@ -373,7 +374,9 @@ class TokenServer:
 
     # request handling (called on handler threads)
 
-    def _handle_post(self, raw: bytes) -> tuple[int, bytes, str, dict[str, str]] | None:
+    def _handle_post(
+        self, raw: bytes, user_agent: str = ""
+    ) -> tuple[int, bytes, str, dict[str, str]] | None:
         """The response to one POST, or None to drop the connection unanswered."""
         try:
             body = json.loads(raw)
@@ -382,6 +385,7 @@ class TokenServer:
         with self._lock:
             self.post_count += 1
             self.requests.append(body)
+            self.user_agents.append(user_agent)
         if self.hang:
             self._record("hung")
             self._stopped.wait()
@@ -485,7 +489,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path != TOKEN_PATH:
             self._send(404, b'{"error": "not_found"}', "application/json", {})
             return
-        response = self.token_server._handle_post(raw)
+        response = self.token_server._handle_post(raw, self.headers.get("User-Agent", ""))
         if response is not None:
             self._send(*response)
             with self.token_server._lock:

@@ -233,6 +233,7 @@ def test_failing_endpoint_one_attempt_per_backoff(
 # let go), so each round has a known winner.
 
 CODEX_ROUNDS = 4
+CODEX_USER_AGENT = "codex_cli_rs/"
 CODEX_RACERS = 16
 CODEX_SERVER_DELAY = 0.5
 
@@ -297,10 +298,12 @@ def codex_round(
             app_server.account_read(refresh_token=False)
         finally:
             app_server.stop()
-    bodies = [b for b in server.requests[first_request:] if isinstance(b, dict)]
-    # Codex 0.171 sends refresh_reason; codexauth does not.
-    codex_posts = [b for b in bodies if "refresh_reason" in b]
-    our_posts = [b for b in bodies if "refresh_reason" not in b]
+    posts = zip(server.requests[first_request:], server.user_agents[first_request:])
+    bodies = [(b, agent) for b, agent in posts if isinstance(b, dict)]
+    # Both send the same body since codexauth sends refresh_reason too: Codex 0.171 names
+    # itself in its User-Agent ("codex_cli_rs/0.171.0 (...)"), codexauth's is requests'.
+    codex_posts = [b for b, agent in bodies if agent.startswith(CODEX_USER_AGENT)]
+    our_posts = [b for b, agent in bodies if not agent.startswith(CODEX_USER_AGENT)]
     final_access, final_refresh = pair(stored(codex_home))
     return {
         "order": "codex first" if codex_first else "codexauth first",
