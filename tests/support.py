@@ -29,8 +29,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from children.barrier import BARRIER_ENV
+
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
+CHILDREN = TESTS_DIR / "children"  # the programs tests run as child processes
 
 TOKEN_PATH = "/oauth/token"
 REVOKE_PATH = "/oauth/revoke"
@@ -57,6 +60,20 @@ def fp(secret: str | None) -> str | None:
     if secret is None:
         return None
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()[:12]
+
+
+def digest(data: bytes) -> str:
+    """The sha256 of `data`: compare file contents through it, so a failing assert shows no
+    token."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_digest(path: str | os.PathLike[str]) -> str | None:
+    """digest() of the file's bytes; None when there is no file."""
+    try:
+        return digest(Path(path).read_bytes())
+    except FileNotFoundError:
+        return None
 
 
 def make_jwt(claims: Mapping[str, Any]) -> str:
@@ -158,6 +175,43 @@ def write_auth_json(
     return path
 
 
+def read_doc(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """An auth.json as plain JSON, read as Codex reads it (compare its secrets through fp())."""
+    return dict(json.loads(Path(path).read_bytes()))
+
+
+def stored(codex_home: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``tokens`` object of `codex_home`'s auth.json (compare them through fp())."""
+    tokens = read_doc(Path(codex_home) / "auth.json").get("tokens")
+    assert isinstance(tokens, dict), "auth.json holds no tokens"
+    return tokens
+
+
+# Codex's words ################################################################
+# What Codex says when a refresh fails for good, spelled out here rather than read from
+# codexauth, so that a reworded message in codexauth fails the tests
+# (codex-rs/login/src/auth/manager.rs, REFRESH_TOKEN_*_MESSAGE).
+
+EXPIRED_MESSAGE = (
+    "Your access token could not be refreshed because your refresh token has expired. "
+    "Please log out and sign in again."
+)
+EXHAUSTED_MESSAGE = (
+    "Your access token could not be refreshed because your refresh token was already used. "
+    "Please log out and sign in again."
+)
+REVOKED_MESSAGE = (
+    "Your access token could not be refreshed because your refresh token was revoked. "
+    "Please log out and sign in again."
+)
+OTHER_MESSAGE = "Your access token could not be refreshed. Please log out and sign in again."
+# The guarded reload found another login (or none) where it expected its own.
+ACCOUNT_CHANGED_MESSAGE = (
+    "Your access token could not be refreshed because you have since logged out or signed in "
+    "to another account. Please sign in again."
+)
+
+
 # Token server #################################################################
 
 
@@ -188,7 +242,7 @@ class TokenServer:
         self.id_token_kwargs: dict[str, str] = {}  # passed to id_token() for issued tokens
         self.post_count = 0
         self.requests: list[Any] = []  # parsed bodies; they hold tokens, so never print them
-        self.user_agents: list[str] = []  # one per entry of `requests`: who sent it
+        self.user_agents: list[str] = []  # each POST's User-Agent, in step with `requests`
         self.answered = 0  # token POSTs whose whole answer has been written to the socket
         self.revoke_count = 0
         self.revoke_requests: list[Any] = []  # parsed bodies; they hold tokens: never print
@@ -519,36 +573,24 @@ def run_py(
     )
 
 
-# Racing processes #############################################################
+def child(name: str, *args: str) -> list[str]:
+    """The Python arguments that run ``tests/children/<name>.py`` with `args`: pass them to
+    run_py(), or put sys.executable before them."""
+    return [str(CHILDREN / f"{name}.py"), *args]
 
-# The child side of Racers. It pays for its imports, reports ready on one pipe, then blocks
-# reading the gate pipe: the parent closing its end wakes every child in the same instant.
-_RACER = r"""
-import os, sys
-_ready, _gate = int(sys.argv[1]), int(sys.argv[2])
-def wait_at_barrier():
-    os.write(_ready, b".")
-    os.close(_ready)
-    os.read(_gate, 1)
-    os.close(_gate)
-kind, args = sys.argv[3], sys.argv[4:]
-if kind == "cli":
-    import codexauth, portalocker, requests  # what a refresh imports: paid before the race
-    wait_at_barrier()
-    sys.exit(codexauth.main(args))
-sys.argv = ["-c", *args[1:]]
-namespace = {"__name__": "__main__", "wait_at_barrier": wait_at_barrier}
-exec(compile(args[0], "<racer>", "exec"), namespace)
-"""
+
+# Racing processes #############################################################
 
 
 class Racers:
     """Child processes that start the race together: each waits at a barrier until release().
 
     ``spawn(cli_args)`` runs ``codexauth.main(cli_args)`` (the ``codexauth`` command) after
-    importing what a refresh needs; ``spawn(code=..., args=...)`` runs `code` with `args` as
-    ``sys.argv[1:]``, and `code` must call ``wait_at_barrier()`` itself. Use as a context
-    manager: children still running at the end are killed.
+    importing what a refresh needs (children/codexauth_cli.py). ``spawn(script=path,
+    args=...)`` runs that Python file with `args`, and ``spawn(code=..., args=...)`` runs the
+    source `code` with `args` as ``sys.argv[1:]`` (children/run_code.py); either must call
+    ``wait_at_barrier()`` (children/barrier.py) itself once its imports are done. Use as a
+    context manager: children still running at the end are killed.
     """
 
     def __init__(self, env: Mapping[str, str]) -> None:
@@ -560,13 +602,23 @@ class Racers:
         self._ready_count = 0
 
     def spawn(
-        self, cli_args: Sequence[str] = (), *, code: str | None = None, args: Sequence[str] = ()
+        self,
+        cli_args: Sequence[str] = (),
+        *,
+        script: str | os.PathLike[str] | None = None,
+        code: str | None = None,
+        args: Sequence[str] = (),
     ) -> subprocess.Popen[str]:
         assert self._ready_w in self._open, "spawn() after wait_ready()"
-        kind = ["cli", *cli_args] if code is None else ["code", code, *args]
+        if code is not None:
+            argv = child("run_code", code, *args)
+        elif script is not None:
+            argv = [os.fspath(script), *args]
+        else:
+            argv = child("codexauth_cli", *cli_args)
         proc = subprocess.Popen(
-            [sys.executable, "-c", _RACER, str(self._ready_w), str(self._gate_r), *kind],
-            env=self.env,
+            [sys.executable, *argv],
+            env={**self.env, BARRIER_ENV: f"{self._ready_w},{self._gate_r}"},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -28,9 +28,11 @@ from support import (
     REPO_ROOT,
     TokenServer,
     access_token,
+    child,
     fp,
     id_token,
     run_py,
+    stored,
     write_auth_json,
 )
 
@@ -317,10 +319,6 @@ def api() -> Iterator[Callable[[Callable[[str | None], bool]], ApiServer]]:
         server.__exit__(None, None, None)
 
 
-def stored_tokens(codex_home: Path) -> dict[str, Any]:
-    return dict(json.loads((codex_home / "auth.json").read_bytes())["tokens"])
-
-
 # 401 -> refresh -> one retry ####################################################
 
 
@@ -342,7 +340,7 @@ def test_401_refreshes_once_and_retries_once_with_the_body_intact(
     assert token_server.last_issued is not None
     new = token_server.last_issued["access_token"]
     assert (first.bearer_fp, retry.bearer_fp) == (fp(stale), fp(new))
-    assert fp(stored_tokens(codex_home)["access_token"]) == fp(new)
+    assert fp(stored(codex_home)["access_token"]) == fp(new)
     if expected is None:
         assert json.loads(first.body) == JSON_BODY
         expected = first.body
@@ -441,7 +439,7 @@ def test_401_adopts_a_token_a_peer_already_wrote(
     assert server.hits[1].bearer_fp == fp(peer[0])
     assert server.hits[1].body == server.hits[0].body
     assert token_server.post_count == 0
-    assert fp(stored_tokens(codex_home)["refresh_token"]) == fp("rt-peer")
+    assert fp(stored(codex_home)["refresh_token"]) == fp("rt-peer")
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -460,7 +458,7 @@ def test_401_does_not_adopt_another_accounts_token(
     assert reply.status == 401
     assert len(server.hits) == 1
     assert token_server.post_count == 0
-    tokens = stored_tokens(codex_home)  # the other login is left as it was
+    tokens = stored(codex_home)  # the other login is left as it was
     assert (fp(tokens["access_token"]), tokens["refresh_token"]) == (fp(peer[0]), "rt-other")
 
 
@@ -468,20 +466,7 @@ def test_401_does_not_adopt_another_accounts_token(
 
 
 def test_import_works_without_httpx_and_httpx_auth_says_why(codex_home: Path) -> None:
-    code = """if True:
-        import sys
-        sys.modules["httpx"] = None  # what an environment without httpx looks like
-        import codexauth
-        codexauth.RequestsAuth
-        codexauth.RequestsAuth()
-        try:
-            codexauth.HttpxAuth()
-        except ImportError as exc:
-            print("ImportError:", exc)
-        else:
-            print("no error")
-    """
-    proc = run_py(code, codex_home=codex_home, timeout=30)
+    proc = run_py(child("import_without_httpx"), codex_home=codex_home, timeout=30)
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout.startswith("ImportError:")
     assert "HttpxAuth needs httpx" in proc.stdout  # says what is missing and for what
@@ -496,18 +481,8 @@ def test_import_codexauth_pulls_in_no_dependency_or_heavy_stdlib(codex_home: Pat
     # -S: without `site`, nothing (a .pth file, sitecustomize) imports typing & co. first;
     # site-packages go back on sys.path by hand so that a dependency *could* be imported.
     paths = [str(REPO_ROOT), *site.getsitepackages(), site.getusersitepackages()]
-    code = f"""if True:
-        import sys
-        sys.path[:0] = {paths!r}
-        forbidden = {FORBIDDEN!r}
-        print(sorted(m for m in forbidden if m in sys.modules))
-        import codexauth
-        print(sorted(m for m in forbidden if m in sys.modules))
-        for name in forbidden:  # each can be imported here, so its absence above means something
-            __import__(name)
-        print(sorted(m for m in forbidden if m in sys.modules) == sorted(forbidden))
-    """
-    proc = run_py(["-S", "-c", code], codex_home=codex_home, timeout=30)
+    argv = child("import_cost", os.pathsep.join(paths), *FORBIDDEN)
+    proc = run_py(["-S", *argv], codex_home=codex_home, timeout=30)
     assert (proc.returncode, proc.stderr) == (0, "")
     before, after, all_importable = proc.stdout.splitlines()
     assert (before, all_importable) == ("[]", "True")
@@ -578,7 +553,7 @@ def test_a_streamed_body_is_sent_once_and_its_401_returned_without_a_refresh(
     codex_home: Path, token_server: TokenServer, api: Any, kind: str
 ) -> None:
     write_auth_json(codex_home)
-    before = stored_tokens(codex_home)
+    before = stored(codex_home)
     server = api(newest_issued(token_server))  # refuses the stored token
     body = stream_body(kind)
     with contextlib.closing(body) if kind == "pipe" else contextlib.nullcontext():
@@ -587,7 +562,7 @@ def test_a_streamed_body_is_sent_once_and_its_401_returned_without_a_refresh(
     assert [len(hit.body) for hit in server.hits] == [len(BINARY_BODY)]
     assert server.hits[0].body == BINARY_BODY
     assert token_server.post_count == 0  # no refresh that no retry could use
-    assert fp(stored_tokens(codex_home)["refresh_token"]) == fp(before["refresh_token"])
+    assert fp(stored(codex_home)["refresh_token"]) == fp(before["refresh_token"])
 
 
 def test_a_pipe_body_is_sent_whole_the_first_time(

@@ -20,13 +20,19 @@ from typing import Any
 
 import pytest
 from support import (
+    EXHAUSTED_MESSAGE,
+    EXPIRED_MESSAGE,
+    OTHER_MESSAGE,
+    REVOKED_MESSAGE,
     UNREACHABLE_TOKEN_URL,
     TokenServer,
     access_token,
+    file_digest,
     fp,
     id_token,
     make_jwt,
     py_env,
+    read_doc,
     write_auth_json,
 )
 
@@ -34,21 +40,6 @@ import codexauth
 
 CLI_TIMEOUT = 30.0
 API_KEY = "sk-test-cli-0123456789"
-
-# Codex's exact words (codex-rs auth), the oracle for exit code 4.
-EXPIRED_MESSAGE = (
-    "Your access token could not be refreshed because your refresh token has expired. "
-    "Please log out and sign in again."
-)
-EXHAUSTED_MESSAGE = (
-    "Your access token could not be refreshed because your refresh token was already used. "
-    "Please log out and sign in again."
-)
-REVOKED_MESSAGE = (
-    "Your access token could not be refreshed because your refresh token was revoked. "
-    "Please log out and sign in again."
-)
-OTHER_MESSAGE = "Your access token could not be refreshed. Please log out and sign in again."
 
 STATUS_KEYS = {
     "logged_in",
@@ -130,15 +121,6 @@ def cli(
         pytest.fail(f"codexauth {scrub(' '.join(args))} ran over {CLI_TIMEOUT:g} s", pytrace=False)
     out, err = (stream.decode("utf-8", "replace") for stream in (proc.stdout, proc.stderr))
     return Run(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-
-
-def digest(path: Path) -> str | None:
-    """fp() of a file's bytes, None if absent: compares auth.json without printing it."""
-    return fp(path.read_bytes().decode("latin-1")) if path.exists() else None
-
-
-def stored(codex_home: Path) -> dict[str, Any]:
-    return dict(json.loads((codex_home / "auth.json").read_bytes()))
 
 
 def secrets_of(doc: dict[str, Any]) -> list[str]:
@@ -234,11 +216,11 @@ def test_refresh_forces_exactly_one_post_and_prints_no_token(
     codex_home: Path, token_server: TokenServer
 ) -> None:
     write_auth_json(codex_home)  # fresh: only `refresh` would make a request
-    before = stored(codex_home)
+    before = read_doc(codex_home / "auth.json")
     run = cli("refresh", codex_home=codex_home, token_url=token_server.url)
     assert run.code == 0
     assert token_server.post_count == 1
-    after = stored(codex_home)
+    after = read_doc(codex_home / "auth.json")
     assert token_server.last_issued is not None
     assert fp(after["tokens"]["access_token"]) == fp(token_server.last_issued["access_token"])
     assert fp(after["tokens"]["refresh_token"]) == fp("rt-1")
@@ -272,7 +254,7 @@ def test_status_human_output(codex_home: Path, token_server: TokenServer) -> Non
     assert shown["Refresh due"] == "no"
     assert shown["auth.json"] == str(codex_home / "auth.json")
     assert shown["Lock file"] == str(codex_home / "auth.lock")
-    assert run.leaks(secrets_of(stored(codex_home))) == []
+    assert run.leaks(secrets_of(read_doc(codex_home / "auth.json"))) == []
     assert token_server.post_count == 0
 
 
@@ -295,7 +277,7 @@ def test_status_json_has_the_stable_keys_and_no_token(
     assert isinstance(doc["access_token_fingerprint"], str) and doc["access_token_fingerprint"]
     assert doc["auth_file"] == str(codex_home / "auth.json")
     assert doc["lock_file"] == str(codex_home / "auth.lock")
-    assert run.leaks(secrets_of(stored(codex_home))) == []
+    assert run.leaks(secrets_of(read_doc(codex_home / "auth.json"))) == []
     assert token_server.post_count == 0  # status reports; it never refreshes
 
 
@@ -437,13 +419,13 @@ def test_a_token_that_is_not_printable_ascii_is_one_line_naming_it(
     codex_home: Path, token_server: TokenServer, login: dict[str, Any], field: str, argv: list[str]
 ) -> None:
     path = write_auth_json(codex_home, **login)
-    before = digest(path)
+    before = file_digest(path)
     run = cli(*argv, codex_home=codex_home, token_url=token_server.url)
     assert run.code == 1
     assert traceback_free_one_liner(run.err)
     assert run.err == f"codexauth: {path}: {field} must be printable ASCII without spaces\n"
     assert run.out == ""
-    assert digest(path) == before
+    assert file_digest(path) == before
     assert token_server.post_count == 0
 
 
@@ -485,7 +467,7 @@ def test_logout_whose_revoke_fails_still_deletes_and_warns(
     codex_home: Path, token_server: TokenServer, failure: str
 ) -> None:
     path = write_auth_json(codex_home)
-    secrets = secrets_of(stored(codex_home))
+    secrets = secrets_of(read_doc(codex_home / "auth.json"))
     env: dict[str, str | None] = {}
     if failure == "503":
         token_server.fail_next_revoke(503, {"error": {"code": "server_error"}})
@@ -525,7 +507,7 @@ def test_logout_refuses_a_plain_http_revoke_url_elsewhere(
     codex_home: Path, token_server: TokenServer
 ) -> None:
     path = write_auth_json(codex_home)
-    before = digest(path)
+    before = file_digest(path)
     env: dict[str, str | None] = {
         "CODEX_REVOKE_TOKEN_URL_OVERRIDE": "http://example.com/oauth/revoke",
         # Should the check fail, the request reaches the loopback server, not example.com.
@@ -538,7 +520,7 @@ def test_logout_refuses_a_plain_http_revoke_url_elsewhere(
     assert run.code == 1
     assert traceback_free_one_liner(run.err)
     assert "revoke URL" in run.err
-    assert digest(path) == before
+    assert file_digest(path) == before
     assert token_server.revoke_count == 0 and token_server.post_count == 0
 
 
@@ -547,7 +529,7 @@ def test_a_missing_ca_certificate_file_is_a_one_line_error(
     codex_home: Path, token_server: TokenServer, command: str
 ) -> None:
     path = write_auth_json(codex_home, access=access_token(time.time() - 60))
-    before = digest(path)
+    before = file_digest(path)
     missing = str(codex_home.parent / "no-such-ca.pem")
     env: dict[str, str | None] = {"CODEX_CA_CERTIFICATE": missing}
     run = cli(command, codex_home=codex_home, token_url=token_server.url, env=env)
@@ -555,7 +537,7 @@ def test_a_missing_ca_certificate_file_is_a_one_line_error(
     assert traceback_free_one_liner(run.err)
     assert "CODEX_CA_CERTIFICATE" in run.err and missing in run.err
     assert token_server.post_count == 0 and token_server.revoke_count == 0
-    assert digest(path) == before
+    assert file_digest(path) == before
 
 
 def test_login_api_key_reads_stdin_then_token_prints_it(codex_home: Path) -> None:
@@ -563,7 +545,7 @@ def test_login_api_key_reads_stdin_then_token_prints_it(codex_home: Path) -> Non
     run = cli("login", "--api-key", codex_home=codex_home, stdin=f"{API_KEY}\n")
     assert run.code == 0
     assert run.leaks([API_KEY]) == []
-    doc = stored(codex_home)
+    doc = read_doc(codex_home / "auth.json")
     assert fp(doc["OPENAI_API_KEY"]) == fp(API_KEY)
     assert doc.get("tokens") is None
     assert (codex_home / "auth.json").stat().st_mode & 0o777 == 0o600
@@ -595,19 +577,19 @@ def test_login_api_key_rejects_a_bad_key_and_changes_nothing(
     codex_home: Path, stdin: bytes
 ) -> None:
     path = write_auth_json(codex_home)
-    before = digest(path)
+    before = file_digest(path)
     run = cli("login", "--api-key", codex_home=codex_home, stdin=stdin)
     assert run.code == 1
     assert traceback_free_one_liner(run.err)
     assert run.err.startswith("codexauth: ")
-    assert digest(path) == before
+    assert file_digest(path) == before
     assert sorted(p.name for p in codex_home.iterdir()) == ["auth.json"]
 
 
 def test_login_api_key_takes_the_line_without_its_crlf(codex_home: Path) -> None:
     run = cli("login", "--api-key", codex_home=codex_home, stdin=f"{API_KEY}\r\n".encode())
     assert (run.code, run.err) == (0, "")
-    assert fp(stored(codex_home)["OPENAI_API_KEY"]) == fp(API_KEY)
+    assert fp(read_doc(codex_home / "auth.json")["OPENAI_API_KEY"]) == fp(API_KEY)
 
 
 # --help ########################################################################
@@ -706,8 +688,12 @@ class ExitCase:
             write_auth_json(codex_home, tokens=False, api_key=API_KEY)
         elif login == "corrupt":
             self.path.write_bytes(b'{"OPENAI_API_KEY": null, "tokens": {"access_')
-        self.before = digest(self.path)
-        self.secrets = secrets_of(stored(codex_home)) if login not in ("none", "corrupt") else []
+        self.before = file_digest(self.path)
+        self.secrets = (
+            secrets_of(read_doc(codex_home / "auth.json"))
+            if login not in ("none", "corrupt")
+            else []
+        )
 
         url = token_server.url
         if endpoint == "unreachable":
@@ -759,7 +745,7 @@ def test_exit_2_is_a_usage_line_and_one_error_line(
     assert "Traceback" not in run.err
     assert run.out == ""
     assert run.leaks(case.secrets) == []
-    assert digest(case.path) == case.before  # untouched
+    assert file_digest(case.path) == case.before  # untouched
 
 
 @exit_cases(1, 3, 5)
@@ -780,7 +766,7 @@ def test_exit_1_3_5_is_one_line_naming_the_problem_and_touches_nothing(
     assert case.expected(message) in run.err
     assert run.out == ""
     assert run.leaks(case.secrets) == []
-    assert digest(case.path) == case.before  # untouched
+    assert file_digest(case.path) == case.before  # untouched
 
 
 @exit_cases(4)
@@ -797,7 +783,7 @@ def test_exit_4_gives_codex_words_exactly_and_touches_nothing(
     run = case.run
     assert (run.code, run.err, run.out) == (4, f"codexauth: {message}\n", "")  # nothing added
     assert run.leaks(case.secrets) == []
-    assert digest(case.path) == case.before  # untouched
+    assert file_digest(case.path) == case.before  # untouched
 
 
 # --verbose #####################################################################
@@ -807,10 +793,10 @@ def test_verbose_logs_the_refresh_without_any_token(
     codex_home: Path, token_server: TokenServer
 ) -> None:
     write_auth_json(codex_home, access_exp=time.time() - 60)
-    before = stored(codex_home)
+    before = read_doc(codex_home / "auth.json")
     run = cli("--verbose", "token", codex_home=codex_home, token_url=token_server.url)
     assert run.code == 0
-    after = stored(codex_home)
+    after = read_doc(codex_home / "auth.json")
     assert run.out_fp == fp(after["tokens"]["access_token"] + "\n")
     assert token_server.post_count == 1
     log = run.err
@@ -828,7 +814,7 @@ def test_verbose_warm_token_logs_nothing_secret(
     write_auth_json(codex_home)
     run = cli("-v", "token", codex_home=codex_home, token_url=token_server.url)
     assert run.code == 0
-    assert run.leaks(secrets_of(stored(codex_home)), stdout=False) == []
+    assert run.leaks(secrets_of(read_doc(codex_home / "auth.json")), stdout=False) == []
 
 
 # Where auth.json is found #######################################################
@@ -839,7 +825,7 @@ def test_codex_home_option_overrides_the_environment(
 ) -> None:
     env_token = access_token(time.time() + 3600)
     write_auth_json(codex_home, access=env_token)
-    env_before = digest(codex_home / "auth.json")
+    env_before = file_digest(codex_home / "auth.json")
     other = tmp_path / "other-home"
     other.mkdir()
     write_auth_json(other, access_exp=time.time() - 60)  # expired: the command refreshes here
@@ -848,12 +834,12 @@ def test_codex_home_option_overrides_the_environment(
         "--codex-home", str(other), "token", codex_home=codex_home, token_url=token_server.url
     )
     assert run.code == 0
-    assert run.out_fp == fp(stored(other)["tokens"]["access_token"] + "\n")
+    assert run.out_fp == fp(read_doc(other / "auth.json")["tokens"]["access_token"] + "\n")
     assert run.out_fp != fp(env_token + "\n")
     assert token_server.post_count == 1
     assert (other / "auth.lock").exists()
     assert not (codex_home / "auth.lock").exists()
-    assert digest(codex_home / "auth.json") == env_before
+    assert file_digest(codex_home / "auth.json") == env_before
 
 
 def test_default_home_is_dot_codex_under_home(codex_home: Path, token_server: TokenServer) -> None:
@@ -876,7 +862,7 @@ def test_codex_home_option_expands_a_tilde(codex_home: Path) -> None:
     )
     assert (run.code, run.err) == (0, "")
     assert str(home / "elsewhere" / "auth.json") in run.out
-    assert fp(stored(home / "elsewhere")["OPENAI_API_KEY"]) == fp(API_KEY)
+    assert fp(read_doc(home / "elsewhere" / "auth.json")["OPENAI_API_KEY"]) == fp(API_KEY)
     assert not (home / "~").exists()
 
     run = cli("--codex-home", "~/elsewhere", "token", codex_home=codex_home)
@@ -926,11 +912,11 @@ def test_a_login_kind_codexauth_cannot_serve_is_exit_1_naming_it(
     path = write_auth_json(
         codex_home, access_exp=time.time() - 60, extra_top={"auth_mode": "personalAccessToken"}
     )
-    before = digest(path)
+    before = file_digest(path)
     for command in ("token", "status", "refresh"):
         run = cli(command, codex_home=codex_home, token_url=token_server.url)
         assert run.code == 1, (command, run.err)
         assert run.err.count("\n") == 1 and "'personalAccessToken'" in run.err
         assert "Not logged in" not in run.err and "codex login" not in run.err
     assert token_server.post_count == 0
-    assert digest(path) == before
+    assert file_digest(path) == before

@@ -29,9 +29,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from support import Racers, TokenServer, access_token, fp, py_env, run_py, write_auth_json
+from support import (
+    CHILDREN,
+    Racers,
+    TokenServer,
+    access_token,
+    child,
+    file_digest,
+    fp,
+    py_env,
+    run_py,
+    stored,
+    write_auth_json,
+)
 
-from codexauth import CodexAuth, TransientRefreshError, load_auth_dot_json
+from codexauth import CodexAuth, TransientRefreshError
 
 CHILD_TIMEOUT = 30.0
 SIDECARS = {"auth.json", "auth.lock", "codexauth-state.json"}
@@ -40,18 +52,6 @@ SIDECARS = {"auth.json", "auth.lock", "codexauth-state.json"}
 def claims(jwt: str) -> dict[str, Any]:
     payload = jwt.split(".")[1]
     return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
-
-
-def stored(codex_home: Path) -> tuple[str, str]:
-    """The stored access and refresh tokens (compare them through fp())."""
-    auth = load_auth_dot_json(codex_home)
-    assert auth is not None and auth.tokens is not None
-    return auth.tokens.access_token, auth.tokens.refresh_token
-
-
-def file_fp(path: Path) -> str | None:
-    """A digest of the file's bytes: comparing it, a failing assert shows no token."""
-    return fp(path.read_text())
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -80,7 +80,7 @@ def follow_up_token(codex_home: Path, server: TokenServer, refresh: str) -> None
     )
     assert result.returncode == 0, result.stderr
     assert server.post_count == posts + 1
-    assert fp(result.stdout.strip()) == fp(stored(codex_home)[0])
+    assert fp(result.stdout.strip()) == fp(stored(codex_home)["access_token"])
 
 
 # kill -9 #####################################################################
@@ -120,7 +120,8 @@ def test_kill9_mid_refresh_never_breaks_the_file_or_the_lock(
             results = racers.finish(timeout=CHILD_TIMEOUT)
 
         # auth.json is complete and self-consistent: the old pair or a pair the server issued.
-        access, refresh = stored(codex_home)
+        tokens = stored(codex_home)
+        access, refresh = tokens["access_token"], tokens["refresh_token"]
         paired = refresh == f"rt-{claims(access)['seq']}"
         assert paired, f"round {round_number}: access and refresh tokens of different logins"
         assert stat.S_IMODE(os.stat(auth_file).st_mode) == 0o600
@@ -179,7 +180,7 @@ def test_kill9_mid_refresh_never_breaks_the_file_or_the_lock(
 def test_hung_endpoint_bounded_by_timeouts_and_lock_freed(
     codex_home: Path, token_server: TokenServer
 ) -> None:
-    before = file_fp(
+    before = file_digest(
         write_auth_json(codex_home, access=access_token(time.time() - 60), refresh="rt-0")
     )
     token_server.hang = True
@@ -202,7 +203,7 @@ def test_hung_endpoint_bounded_by_timeouts_and_lock_freed(
         assert result.returncode == 5
         assert "gave up after 0.5 s waiting for another process" in one_line(result.stderr)
     assert token_server.post_count == 1
-    assert file_fp(codex_home / "auth.json") == before
+    assert file_digest(codex_home / "auth.json") == before
 
     token_server.hang = False
     follow_up_token(codex_home, token_server, "rt-next")
@@ -211,19 +212,6 @@ def test_hung_endpoint_bounded_by_timeouts_and_lock_freed(
 # Read-only CODEX_HOME ########################################################
 
 NOBODY = 65534
-
-# Root ignores mode bits through CAP_DAC_OVERRIDE (and CAP_DAC_READ_SEARCH, CAP_FOWNER).
-# Where the interpreter is out of reach of "nobody" (a pyenv under /root), the child stays
-# root but drops those capabilities from its bounding set before exec'ing Python, so the
-# kernel applies mode bits to it like to anyone else.
-_DROP_DAC_CAPS = r"""
-import ctypes, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-for cap in (1, 2, 3):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER
-    if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-        sys.exit(f"prctl(PR_CAPBSET_DROP) failed: errno {ctypes.get_errno()}")
-os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
-"""
 
 
 @functools.cache
@@ -252,7 +240,8 @@ def _child_argv(how: str, args: list[str]) -> tuple[list[str], dict[str, Any]]:
     if how == "nobody":
         kwargs.update(user=NOBODY, group=NOBODY, extra_groups=[])
     if how == "no-dac-caps":
-        return [sys.executable, "-c", _DROP_DAC_CAPS, *args], kwargs
+        # Root, but with the capabilities that ignore mode bits dropped before Python starts.
+        return [sys.executable, *child("drop_dac_caps", *args)], kwargs
     return [sys.executable, *args], kwargs
 
 
@@ -321,14 +310,14 @@ def test_read_only_home_fresh_token_works_without_a_lock(
     read_only_home: ReadOnlyHome, token_server: TokenServer
 ) -> None:
     path = read_only_home.write_auth(0o400, refresh="rt-0")
-    before = file_fp(path)
+    before = file_digest(path)
 
     result = read_only_home.run(token_server, "token")
 
     assert result.returncode == 0, result.stderr
-    assert fp(result.stdout.strip()) == fp(stored(read_only_home.codex_home)[0])
+    assert fp(result.stdout.strip()) == fp(stored(read_only_home.codex_home)["access_token"])
     assert token_server.post_count == 0
-    assert file_fp(path) == before
+    assert file_digest(path) == before
     assert [p.name for p in read_only_home.codex_home.iterdir()] == ["auth.json"]
     assert not read_only_home.lock_dir.exists()  # a warm read takes no lock
 
@@ -337,14 +326,14 @@ def test_read_only_home_and_file_stale_token_not_spent(
     read_only_home: ReadOnlyHome, token_server: TokenServer
 ) -> None:
     path = read_only_home.write_auth(0o400, access=access_token(time.time() - 60))
-    before = file_fp(path)
+    before = file_digest(path)
 
     result = read_only_home.run(token_server, "token")
 
     assert result.returncode == 1
     assert "read-only" in one_line(result.stderr)
     assert token_server.post_count == 0  # the single-use refresh token was not burned
-    assert file_fp(path) == before
+    assert file_digest(path) == before
     assert [p.name for p in read_only_home.codex_home.iterdir()] == ["auth.json"]
     # The lock is auth.json itself (flock needs no write access): no lock file elsewhere.
     assert not (read_only_home.lock_dir / "auth.lock").exists()
@@ -362,7 +351,8 @@ def test_read_only_home_writable_file_refreshes_in_place(
     assert token_server.post_count == 1
     assert token_server.last_issued is not None
     assert fp(result.stdout.strip()) == fp(token_server.last_issued["access_token"])
-    access, refresh = stored(read_only_home.codex_home)
+    tokens = stored(read_only_home.codex_home)
+    access, refresh = tokens["access_token"], tokens["refresh_token"]
     assert (fp(access), fp(refresh)) == (
         fp(token_server.last_issued["access_token"]),
         fp(token_server.last_issued["refresh_token"]),
@@ -410,48 +400,9 @@ def test_symlinked_auth_json_many_processes(codex_home: Path, token_server: Toke
 
 # A peer without the lock #####################################################
 
-# What the Codex CLI does: it read auth.json when it started, refreshes with that refresh
-# token without any lock, and rewrites the file in place (truncate, then write).
-CODEX_LIKE_PEER = r"""
-import json, os, sys, time, urllib.error, urllib.request
-from datetime import datetime, timezone
-
-path, url, write_lag, style = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
-with open(path, "rb") as f:
-    doc = json.load(f)
-wait_at_barrier()
-body = json.dumps({
-    "client_id": "app_EMoamEEZ73f0CkXaXp7hrann",
-    "grant_type": "refresh_token",
-    "refresh_token": doc["tokens"]["refresh_token"],
-    "scope": "openid profile email",
-}).encode()
-request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-try:
-    with opener.open(request, timeout=30) as response:
-        new = json.load(response)
-except urllib.error.HTTPError as exc:
-    print("lost", exc.code)
-    sys.exit(0)
-time.sleep(write_lag)
-doc["tokens"].update(new)
-doc["last_refresh"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-if style == "truncate":  # Codex CLI before 0.171
-    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-    time.sleep(0.005)  # a reader landing here finds an empty file
-    os.write(fd, json.dumps(doc, indent=2).encode())
-    os.close(fd)
-else:  # 0.171: flock(LOCK_EX) on auth.lock, blocking, only to write by rename
-    import fcntl
-    with open(os.path.join(os.path.dirname(path), "auth.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        with open(path + ".tmp", "w") as tmp:
-            os.fchmod(tmp.fileno(), 0o600)
-            tmp.write(json.dumps(doc, indent=2))
-        os.replace(path + ".tmp", path)
-print("won", new["access_token"])
-"""
+# What the Codex CLI does (children/codex_like_peer.py): it read auth.json when it started,
+# refreshes with that refresh token without any lock, and writes the file its way: in place
+# (truncate, then write) before 0.171, by rename under a blocking flock on auth.lock since.
 
 
 @pytest.mark.slow
@@ -488,7 +439,7 @@ def test_lockless_peer_racing_codexauth(
     env = py_env(codex_home, token_server.url)
     with Racers(env) as peer_group, Racers(env) as ours:
         peer_group.spawn(
-            code=CODEX_LIKE_PEER,
+            script=CHILDREN / "codex_like_peer.py",
             args=[str(codex_home / "auth.json"), token_server.url, str(write_lag), style],
         )
         for _ in range(8):
@@ -505,7 +456,8 @@ def test_lockless_peer_racing_codexauth(
     assert not any("already used" in r.stderr for r in results)
     peer_outcome, _, peer_token = peer_result.stdout.strip().partition(" ")
     assert peer_outcome == ("won" if winner == "peer" else "lost"), peer_result.stderr
-    final_access, final_refresh = stored(codex_home)
+    tokens = stored(codex_home)
+    final_access, final_refresh = tokens["access_token"], tokens["refresh_token"]
     assert {fp(r.stdout.strip()) for r in results} == {fp(final_access)}
     if winner == "peer":
         assert fp(final_access) == fp(peer_token)
@@ -549,15 +501,6 @@ def test_two_homes_linking_one_auth_json_make_one_post(
     assert len({fp(r.stdout.strip()) for r in results}) == 1
 
 
-HOLD_AND_DELETE_LOCK = r"""
-import os, sys, codexauth
-lock = codexauth.FileStore(os.environ["CODEX_HOME"]).lock(10, lambda: False)
-print("locked", flush=True)
-sys.stdin.readline()
-lock.release()
-"""
-
-
 def test_deleting_auth_lock_mid_refresh_does_not_allow_a_second_post(
     codex_home: Path, token_server: TokenServer
 ) -> None:
@@ -581,7 +524,7 @@ def test_deleting_auth_lock_mid_refresh_does_not_allow_a_second_post(
 def test_lock_timeout_message_does_not_invite_deleting_the_lock(codex_home: Path) -> None:
     write_auth_json(codex_home, access=access_token(time.time() - 60))
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_AND_DELETE_LOCK],
+        [sys.executable, *child("hold_lock")],
         env=py_env(codex_home),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -602,32 +545,14 @@ def test_lock_timeout_message_does_not_invite_deleting_the_lock(codex_home: Path
 
 # fork() ######################################################################
 
-FORK_CHILD = r"""
-import json, multiprocessing, os, subprocess, sys, codexauth
-home = os.environ["CODEX_HOME"]
-
-def refresh_in_worker():
-    return codexauth.CodexAuth(home, lock_timeout=5).refresh_token()
-
-lock = codexauth.FileStore(home).lock(5, lambda: False)  # as if mid-refresh in a thread
-pool = multiprocessing.get_context("fork").Pool(1)  # forked while the lock is held
-lock.release()
-other = subprocess.run([sys.executable, "-m", "codexauth", "--lock-timeout", "5", "refresh"],
-                       capture_output=True, text=True, timeout=30)
-try:
-    worker = pool.apply(refresh_in_worker) is not None
-except Exception as exc:
-    worker = type(exc).__name__
-pool.terminate()
-print(json.dumps({"other": [other.returncode, other.stderr], "worker": worker}))
-"""
-
 
 def test_a_forked_child_neither_keeps_nor_inherits_the_refresh_lock(
     codex_home: Path, token_server: TokenServer
 ) -> None:
     write_auth_json(codex_home)
-    result = run_py(FORK_CHILD, codex_home=codex_home, token_url=token_server.url, timeout=60)
+    result = run_py(
+        child("fork_child"), codex_home=codex_home, token_url=token_server.url, timeout=60
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
     # Another process refreshes while the worker lives; so does the worker itself.
@@ -746,7 +671,7 @@ def test_answer_that_arrived_while_stopped_is_used_after_the_deadline(
     assert child.returncode == 0, err.count("\n")  # a line count; stderr holds no token
     assert token_server.post_count == 1
     assert fp(out.strip()) == fp(issued["access_token"])
-    assert fp(stored(codex_home)[1]) == fp(issued["refresh_token"])
+    assert fp(stored(codex_home)["refresh_token"]) == fp(issued["refresh_token"])
 
 
 def _token_body() -> bytes:
@@ -861,7 +786,7 @@ def test_a_dripping_body_is_cut_at_the_timeout(
 ) -> None:
     # Each byte comes sooner than the per-read timeout; all of them would take minutes.
     path = write_auth_json(codex_home, access=access_token(time.time() - 60), refresh="rt-0")
-    before = file_fp(path)
+    before = file_digest(path)
     server = _drip_server(status, headers, framing, drip="body")
     monkeypatch.setenv("CODEX_REFRESH_TOKEN_URL_OVERRIDE", server.url)
     outcome: dict[str, Any] = {}
@@ -884,7 +809,7 @@ def test_a_dripping_body_is_cut_at_the_timeout(
     assert isinstance(error, TransientRefreshError), repr(error)
     assert "no complete answer within 1 s" in str(error)
     assert server.requests == 1
-    assert file_fp(path) == before
+    assert file_digest(path) == before
 
 
 @pytest.mark.slow
@@ -906,4 +831,4 @@ def test_headers_that_trickle_past_the_timeout_then_a_whole_answer_are_used(
 
     issued = json.loads(body)
     assert fp(token) == fp(issued["access_token"])
-    assert fp(stored(codex_home)[1]) == fp(issued["refresh_token"])
+    assert fp(stored(codex_home)["refresh_token"]) == fp(issued["refresh_token"])

@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import fp, make_jwt
+from support import (
+    EXHAUSTED_MESSAGE,
+    EXPIRED_MESSAGE,
+    OTHER_MESSAGE,
+    REVOKED_MESSAGE,
+    fp,
+    make_jwt,
+)
 
 import codexauth
 from codexauth import (
@@ -40,23 +47,6 @@ UTC = timezone.utc
 def raw_jwt(payload: bytes) -> str:
     """A JWT whose payload segment is exactly `payload`, base64url-encoded."""
     return "e30." + base64.urlsafe_b64encode(payload).rstrip(b"=").decode() + ".sig"
-
-
-# Codex's exact messages (issue 2), spelled out here rather than imported, so that a
-# reworded message in codexauth.py fails this file.
-MSG_EXPIRED = (
-    "Your access token could not be refreshed because your refresh token has expired. "
-    "Please log out and sign in again."
-)
-MSG_EXHAUSTED = (
-    "Your access token could not be refreshed because your refresh token was already used. "
-    "Please log out and sign in again."
-)
-MSG_REVOKED = (
-    "Your access token could not be refreshed because your refresh token was revoked. "
-    "Please log out and sign in again."
-)
-MSG_OTHER = "Your access token could not be refreshed. Please log out and sign in again."
 
 
 # JWT claims and exp ###########################################################
@@ -352,41 +342,47 @@ R = RefreshTokenFailedReason
 EXPIRED = b'{"error": {"code": "refresh_token_expired"}}'
 REUSED = b'{"error": {"code": "refresh_token_reused"}}'
 CLASSIFY_CASES = [
-    ("401-expired", 401, EXPIRED, R.EXPIRED, MSG_EXPIRED),
-    ("400-expired", 400, EXPIRED, R.EXPIRED, MSG_EXPIRED),
-    ("401-reused", 401, REUSED, R.EXHAUSTED, MSG_EXHAUSTED),
+    ("401-expired", 401, EXPIRED, R.EXPIRED, EXPIRED_MESSAGE),
+    ("400-expired", 400, EXPIRED, R.EXPIRED, EXPIRED_MESSAGE),
+    ("401-reused", 401, REUSED, R.EXHAUSTED, EXHAUSTED_MESSAGE),
     (
         "500-reused-as-string",
         500,
         b'{"error": "refresh_token_reused"}',
         R.EXHAUSTED,
-        MSG_EXHAUSTED,
+        EXHAUSTED_MESSAGE,
     ),
     (
         "403-revoked-top-level",
         403,
         b'{"code": "REFRESH_TOKEN_INVALIDATED"}',
         R.REVOKED,
-        MSG_REVOKED,
+        REVOKED_MESSAGE,
     ),
-    ("401-unknown-code", 401, b'{"error": {"code": "something_new"}}', R.OTHER, MSG_OTHER),
-    ("401-not-json", 401, b"Unauthorized", R.OTHER, MSG_OTHER),
-    ("401-empty-body", 401, b"", R.OTHER, MSG_OTHER),
+    ("401-unknown-code", 401, b'{"error": {"code": "something_new"}}', R.OTHER, OTHER_MESSAGE),
+    ("401-not-json", 401, b"Unauthorized", R.OTHER, OTHER_MESSAGE),
+    ("401-empty-body", 401, b"", R.OTHER, OTHER_MESSAGE),
     ("500-empty-object", 500, b"{}", None, None),
     ("500-html", 500, b"<html>Internal Server Error</html>", None, None),
     ("502-not-json", 502, b"Bad Gateway", None, None),
     ("429-rate-limited", 429, b'{"error": {"code": "rate_limited"}}', None, None),
     # OAuth's invalid_grant with a 400 is a dead refresh token, as the Codex 0.171 CLI has it;
     # with any other status it is just a server error.
-    ("400-invalid-grant-string", 400, b'{"error": "invalid_grant"}', R.OTHER, MSG_OTHER),
+    ("400-invalid-grant-string", 400, b'{"error": "invalid_grant"}', R.OTHER, OTHER_MESSAGE),
     (
         "400-invalid-grant-object",
         400,
         b'{"error": {"code": "invalid_grant", "message": "m"}}',
         R.OTHER,
-        MSG_OTHER,
+        OTHER_MESSAGE,
     ),
-    ("400-invalid-grant-top-level-upper", 400, b'{"code": "INVALID_GRANT"}', R.OTHER, MSG_OTHER),
+    (
+        "400-invalid-grant-top-level-upper",
+        400,
+        b'{"code": "INVALID_GRANT"}',
+        R.OTHER,
+        OTHER_MESSAGE,
+    ),
     ("500-invalid-grant", 500, b'{"error": "invalid_grant"}', None, None),
     ("403-invalid-grant", 403, b'{"error": {"code": "invalid_grant"}}', None, None),
     ("400-invalid-request", 400, b'{"error": "invalid_request"}', None, None),

@@ -12,7 +12,6 @@ and file contents through digest(), so a failing assertion never prints a secret
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -29,15 +28,23 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import children.codex_like_peer as codex_peer
 import pytest
 from support import (
+    ACCOUNT_CHANGED_MESSAGE,
+    EXHAUSTED_MESSAGE,
+    EXPIRED_MESSAGE,
+    OTHER_MESSAGE,
+    REVOKED_MESSAGE,
     UNREACHABLE_TOKEN_URL,
     TokenServer,
     access_token,
+    digest,
     fp,
     id_token,
     make_jwt,
     rfc3339,
+    stored,
     write_auth_json,
 )
 
@@ -49,7 +56,6 @@ from codexauth import (
     PermanentRefreshError,
     RefreshTokenError,
     RefreshTokenFailedReason,
-    TokenData,
     TransientRefreshError,
 )
 
@@ -57,37 +63,11 @@ OVERRIDE = "CODEX_REFRESH_TOKEN_URL_OVERRIDE"
 STATE_FILE = "codexauth-state.json"
 GUARD = 20.0  # hang guard for anything that could block; never a timing assertion
 
-# The Codex CLI's words, verbatim (not read from codexauth, so a changed message fails).
-EXPIRED_MSG = (
-    "Your access token could not be refreshed because your refresh token has expired. "
-    "Please log out and sign in again."
-)
-EXHAUSTED_MSG = (
-    "Your access token could not be refreshed because your refresh token was already used. "
-    "Please log out and sign in again."
-)
-REVOKED_MSG = (
-    "Your access token could not be refreshed because your refresh token was revoked. "
-    "Please log out and sign in again."
-)
-OTHER_MSG = "Your access token could not be refreshed. Please log out and sign in again."
-
-
-def digest(data: bytes) -> str:
-    """Compare file contents through this: a failing `==` on the bytes would print tokens."""
-    return hashlib.sha256(data).hexdigest()
-
 
 def load(codex_home: Path) -> AuthDotJson:
     auth = codexauth.load_auth_dot_json(codex_home)
     assert auth is not None and auth.tokens is not None
     return auth
-
-
-def stored_tokens(codex_home: Path) -> TokenData:
-    tokens = load(codex_home).tokens
-    assert tokens is not None
-    return tokens
 
 
 def secrets_of(path: Path) -> list[str]:
@@ -118,38 +98,6 @@ def call_bounded(fn: Callable[[], Any], timeout: float = GUARD) -> dict[str, Any
     thread.join(timeout)
     assert not thread.is_alive(), f"still running after {timeout} s"
     return outcome
-
-
-# A peer without our lock: the Codex CLI ######################################
-
-_no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def peer_refresh(server: TokenServer, refresh_token: str) -> dict[str, str]:
-    """Refresh at the server as the Codex CLI does, taking no lock; the new fields."""
-    body = {
-        "client_id": codexauth.CLIENT_ID,
-        "grant_type": "refresh_token",
-        "refresh_reason": "proactive_expiry",
-        "refresh_token": refresh_token,
-    }
-    request = urllib.request.Request(
-        server.url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with _no_proxy.open(request, timeout=GUARD) as response:
-        return dict(json.loads(response.read()))
-
-
-def peer_write(path: Path, fields: dict[str, str]) -> None:
-    """Store new tokens the Codex CLI's way: truncate auth.json and write it in place."""
-    doc = json.loads(path.read_bytes())
-    doc["tokens"].update(fields)
-    doc["last_refresh"] = rfc3339(datetime.now(timezone.utc))
-    with open(path, "wb") as f:
-        f.write(json.dumps(doc, indent=2).encode())
 
 
 # The Codex CLI's auth_refresh.rs, ported #####################################
@@ -323,13 +271,15 @@ def test_each_response_field_is_optional(
 # Permanent failures ##########################################################
 
 PERMANENT = [
-    ("401-expired", 401, {"error": {"code": "refresh_token_expired"}}, "EXPIRED", EXPIRED_MSG),
-    ("400-reused", 400, {"error": {"code": "refresh_token_reused"}}, "EXHAUSTED", EXHAUSTED_MSG),
-    ("403-revoked-as-string", 403, {"error": "refresh_token_invalidated"}, "REVOKED", REVOKED_MSG),
-    ("500-top-code-upper", 500, {"code": "REFRESH_TOKEN_EXPIRED"}, "EXPIRED", EXPIRED_MSG),
-    ("401-unknown-code", 401, {"error": {"code": "invalid_grant"}}, "OTHER", OTHER_MSG),
-    ("401-no-code", 401, {"error": {"message": "nope"}}, "OTHER", OTHER_MSG),
-    ("401-not-json", 401, b"<html>Unauthorized</html>", "OTHER", OTHER_MSG),
+    ("401-expired", 401, {"error": {"code": "refresh_token_expired"}}, "EXPIRED", EXPIRED_MESSAGE),
+    ("400-reused", 400, {"error": {"code": "refresh_token_reused"}}, "EXHAUSTED",
+     EXHAUSTED_MESSAGE),
+    ("403-revoked-as-string", 403, {"error": "refresh_token_invalidated"}, "REVOKED",
+     REVOKED_MESSAGE),
+    ("500-top-code-upper", 500, {"code": "REFRESH_TOKEN_EXPIRED"}, "EXPIRED", EXPIRED_MESSAGE),
+    ("401-unknown-code", 401, {"error": {"code": "invalid_grant"}}, "OTHER", OTHER_MESSAGE),
+    ("401-no-code", 401, {"error": {"message": "nope"}}, "OTHER", OTHER_MESSAGE),
+    ("401-not-json", 401, b"<html>Unauthorized</html>", "OTHER", OTHER_MESSAGE),
 ]  # fmt: skip
 
 
@@ -447,7 +397,7 @@ def test_hung_endpoint_times_out_and_frees_the_lock(
     issued = token_server.last_issued
     assert issued is not None and token_server.post_count == 2
     assert fp(outcome["value"]) == fp(issued["access_token"])
-    assert fp(stored_tokens(codex_home).refresh_token) == fp(issued["refresh_token"])
+    assert fp(stored(codex_home)["refresh_token"]) == fp(issued["refresh_token"])
 
 
 def test_oversized_response_is_transient(
@@ -918,7 +868,7 @@ def test_permanent_failure_is_remembered_until_a_new_login(
     with pytest.raises(PermanentRefreshError) as second:
         CodexAuth(codex_home).refresh_token()
     assert second.value.failed_reason() is RefreshTokenFailedReason.REVOKED
-    assert str(second.value) == REVOKED_MSG
+    assert str(second.value) == REVOKED_MESSAGE
     assert token_server.post_count == 1
 
     state = codex_home / STATE_FILE
@@ -933,7 +883,7 @@ def test_permanent_failure_is_remembered_until_a_new_login(
     issued = token_server.last_issued
     assert issued is not None and token_server.post_count == 2
     assert fp(token) == fp(issued["access_token"])
-    assert fp(stored_tokens(codex_home).refresh_token) == fp(issued["refresh_token"])
+    assert fp(stored(codex_home)["refresh_token"]) == fp(issued["refresh_token"])
 
 
 def test_transient_failure_backs_off_for_five_seconds(
@@ -965,8 +915,8 @@ def test_adopts_tokens_a_peer_wrote_after_our_snapshot(
     path = auth_json(access_exp=time.time() - 60)
     auth = CodexAuth.from_auth_storage(codex_home)
     assert auth is not None
-    peer = peer_refresh(token_server, "rt-0")
-    peer_write(path, peer)
+    peer = codex_peer.refresh(token_server.url, "rt-0")
+    codex_peer.write_tokens(path, peer)
 
     token = auth.get_token()
 
@@ -988,8 +938,8 @@ def test_adopts_tokens_a_peer_wrote_while_we_waited_for_the_lock(
         waiter = threading.Thread(target=lambda: outcome.update(v=auth.get_token()), daemon=True)
         waiter.start()
         time.sleep(0.2)  # let it find the token stale and start waiting
-        peer = peer_refresh(token_server, "rt-0")
-        peer_write(path, peer)
+        peer = codex_peer.refresh(token_server.url, "rt-0")
+        codex_peer.write_tokens(path, peer)
         waiter.join(GUARD)
         assert not waiter.is_alive(), "still waiting for the lock after the peer wrote"
 
@@ -1002,14 +952,14 @@ def test_reused_answer_adopts_a_peer_that_writes_after_our_post(
 ) -> None:
     path = auth_json(access_exp=time.time() - 60)
     # The peer has spent rt-0 at the server but not yet written auth.json.
-    peer = peer_refresh(token_server, "rt-0")
+    peer = codex_peer.refresh(token_server.url, "rt-0")
 
     def write_after_our_post() -> None:
         deadline = time.monotonic() + GUARD
         while token_server.post_count < 2 and time.monotonic() < deadline:
             time.sleep(0.005)
         time.sleep(0.1)
-        peer_write(path, peer)
+        codex_peer.write_tokens(path, peer)
 
     writer = threading.Thread(target=write_after_our_post, daemon=True)
     writer.start()
@@ -1021,7 +971,7 @@ def test_reused_answer_adopts_a_peer_that_writes_after_our_post(
     assert token_server.redacted_log() == ["200", "401 refresh_token_reused"]
     # The wait for the peer was announced to other processes; no failure was recorded.
     assert json.loads((codex_home / STATE_FILE).read_bytes())["reason"] is None
-    assert fp(stored_tokens(codex_home).refresh_token) == fp(peer["refresh_token"])
+    assert fp(stored(codex_home)["refresh_token"]) == fp(peer["refresh_token"])
 
 
 def test_reused_with_no_peer_writing_is_exhausted(
@@ -1029,14 +979,14 @@ def test_reused_with_no_peer_writing_is_exhausted(
 ) -> None:
     path = auth_json(access_exp=time.time() - 60)
     before = path.read_bytes()
-    peer_refresh(token_server, "rt-0")  # spent elsewhere; nobody ever writes the result
+    codex_peer.refresh(token_server.url, "rt-0")  # spent elsewhere; nobody ever writes the result
 
     outcome = call_bounded(CodexAuth(codex_home).get_token)
 
     error = outcome.get("error")
     assert isinstance(error, PermanentRefreshError)
     assert error.failed_reason() is RefreshTokenFailedReason.EXHAUSTED
-    assert str(error) == EXHAUSTED_MSG
+    assert str(error) == EXHAUSTED_MESSAGE
     assert token_server.post_count == 2
     assert digest(path.read_bytes()) == digest(before)
 
@@ -1084,8 +1034,8 @@ def test_recover_unauthorized_adopts_a_peers_token(
     path = auth_json()
     auth = CodexAuth(codex_home)
     rejected = auth.get_token()
-    peer = peer_refresh(token_server, "rt-0")
-    peer_write(path, peer)
+    peer = codex_peer.refresh(token_server.url, "rt-0")
+    codex_peer.write_tokens(path, peer)
 
     token = auth.recover_unauthorized(rejected)
 
@@ -1105,7 +1055,7 @@ def test_recover_unauthorized_forces_one_refresh(
     issued = token_server.last_issued
     assert issued is not None and token_server.post_count == 1
     assert fp(token) == fp(issued["access_token"])
-    assert fp(stored_tokens(codex_home).refresh_token) == fp(issued["refresh_token"])
+    assert fp(stored(codex_home)["refresh_token"]) == fp(issued["refresh_token"])
 
 
 @pytest.mark.parametrize("now_holds", ["another-account", "an-api-key", "no-login"])
@@ -1169,11 +1119,6 @@ def test_expiring_token_waits_on_a_busy_peer_only_when_nearly_expired(
 
 # Codex parity: the guarded refresh, the account guard, serve-while-valid #####
 
-ACCOUNT_CHANGED_MSG = (
-    "Your access token could not be refreshed because you have since logged out or signed in "
-    "to another account. Please sign in again."
-)
-
 
 def test_refresh_token_adopts_what_a_peer_wrote_since_our_snapshot(
     codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
@@ -1182,15 +1127,15 @@ def test_refresh_token_adopts_what_a_peer_wrote_since_our_snapshot(
     path = auth_json()
     auth = CodexAuth.from_auth_storage(codex_home)
     assert auth is not None
-    peer = peer_refresh(token_server, "rt-0")
-    peer_write(path, peer)
+    peer = codex_peer.refresh(token_server.url, "rt-0")
+    codex_peer.write_tokens(path, peer)
     assert token_server.post_count == 1
 
     token = auth.refresh_token()
 
     assert fp(token) == fp(peer["access_token"])
     assert token_server.post_count == 1  # adopted: no second request
-    assert fp(stored_tokens(codex_home).refresh_token) == fp(peer["refresh_token"])
+    assert fp(stored(codex_home)["refresh_token"]) == fp(peer["refresh_token"])
 
 
 def test_refresh_token_refreshes_when_storage_still_holds_our_snapshot(
@@ -1244,7 +1189,7 @@ def test_refresh_token_never_refreshes_or_adopts_another_login(
         auth.refresh_token()
 
     assert caught.value.failed_reason() is RefreshTokenFailedReason.OTHER
-    assert str(caught.value) == ACCOUNT_CHANGED_MSG
+    assert str(caught.value) == ACCOUNT_CHANGED_MESSAGE
     assert token_server.post_count == 0
     assert file_bytes(codex_home / "auth.json") == before
 
@@ -1270,7 +1215,7 @@ def test_get_token_never_refreshes_or_adopts_a_login_switched_while_it_waited(
 
     error = outcome.get("error")
     assert isinstance(error, PermanentRefreshError), type(error)
-    assert str(error) == ACCOUNT_CHANGED_MSG
+    assert str(error) == ACCOUNT_CHANGED_MESSAGE
     assert token_server.post_count == 0
     assert file_bytes(codex_home / "auth.json") == before
 
@@ -1409,9 +1354,9 @@ def test_a_peer_that_wrote_an_expired_token_is_refreshed_from_its_refresh_token(
         waiter.start()
         time.sleep(0.2)  # the waiter is queued on the lock
         # While the lock is held, a peer rotates the tokens and writes an expired one.
-        peer = peer_refresh(token_server, "rt-0")
+        peer = codex_peer.refresh(token_server.url, "rt-0")
         peer["access_token"] = access_token(time.time() - 10)
-        peer_write(codex_home / "auth.json", peer)
+        codex_peer.write_tokens(codex_home / "auth.json", peer)
     finally:
         lock.release()
     waiter.join(GUARD)
@@ -1479,7 +1424,7 @@ def test_an_answer_without_an_access_token_while_a_peer_logs_in_anew_does_not_ha
     error = outcome.get("error")
     assert isinstance(error, TransientRefreshError), type(error)
     assert not isinstance(error, codexauth.LockTimeoutError)
-    assert fp(stored_tokens(codex_home).refresh_token) == fp("rt-new-login")  # kept
+    assert fp(stored(codex_home)["refresh_token"]) == fp("rt-new-login")  # kept
     assert token_server.post_count == 1
 
 

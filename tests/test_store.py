@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import random
@@ -27,10 +26,13 @@ import pytest
 from support import (
     TokenServer,
     access_token,
+    child,
+    digest,
     fp,
     id_token,
     make_jwt,
     py_env,
+    read_doc,
     run_py,
     write_auth_json,
 )
@@ -41,10 +43,6 @@ from codexauth import AuthDotJson, AuthFileError, CodexAuth, CodexAuthError, Tok
 EXTRA_TOP = {"auth_mode": "chatgpt", "future": {"nested": [1, 2.5, None]}}
 EXTRA_TOKENS = {"future_tok": {"nested": [1, 2.5, None]}, "note": "kept"}
 CHILD_TIMEOUT = 30.0
-
-
-def read_doc(path: Path) -> dict[str, Any]:
-    return dict(json.loads(path.read_bytes()))
 
 
 def redact(doc: dict[str, Any]) -> dict[str, Any]:
@@ -58,11 +56,6 @@ def redact(doc: dict[str, Any]) -> dict[str, Any]:
             k: fp(v) if k in secret and isinstance(v, str) else v for k, v in out["tokens"].items()
         }
     return out
-
-
-def digest(data: bytes) -> str:
-    """Compare file contents through this: a failing assert then prints no token."""
-    return hashlib.sha256(data).hexdigest()[:12]
 
 
 def mode_of(path: Path) -> int:
@@ -192,50 +185,12 @@ def test_save_auth_creates_home_0700_and_file_0600(tmp_path: Path) -> None:
     assert mode_of(home / "auth.json") == 0o600
 
 
-# Run in a child with umask 0, so any file created without an explicit owner-only mode
-# would come out world-readable. An audit hook looks at every temp file at the moment it is
-# renamed into place: that is the whole life of the temp file, with its final content.
-UMASK0_CHILD = r"""
-import json, os, stat, sys, time
-from datetime import datetime, timezone
-
-os.umask(0)
-home = os.environ["CODEX_HOME"]
-renamed = []
-
-def hook(event, args):
-    if event == "os.rename" and str(args[0]).startswith(home):
-        st = os.lstat(args[0])
-        renamed.append([os.path.basename(str(args[1])), stat.S_IMODE(st.st_mode)])
-
-sys.addaudithook(hook)
-
-import codexauth
-from support import access_token, id_token
-
-def expired(refresh):
-    tokens = codexauth.TokenData(
-        codexauth.parse_id_token(id_token()), access_token(time.time() - 60), refresh, "acct-1"
-    )
-    return codexauth.AuthDotJson(tokens=tokens, last_refresh=datetime.now(timezone.utc))
-
-codexauth.save_auth(home, expired("rt-0"))           # creates CODEX_HOME and auth.json
-codexauth.CodexAuth(home).get_token()                 # refresh: lock file, temp, rename
-codexauth.save_auth(home, expired("rt-not-issued"))
-failed = None
-try:
-    codexauth.CodexAuth(home).get_token()             # 401: the failure state sidecar
-except codexauth.PermanentRefreshError as exc:
-    failed = exc.reason.name
-print(json.dumps({"renamed": renamed, "failed": failed}))
-"""
-
-
 def test_files_are_owner_only_from_creation_even_with_umask_0(
     codex_home: Path, token_server: TokenServer
 ) -> None:
     home = codex_home.parent / "created-by-child"
-    result = run_py(UMASK0_CHILD, codex_home=home, token_url=token_server.url, timeout=60)
+    # In a child with umask 0 that sees the mode of every temp file as it is renamed.
+    result = run_py(child("umask0"), codex_home=home, token_url=token_server.url, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
 
@@ -495,30 +450,6 @@ def test_login_with_api_key_rejects_blank_or_spaced_keys(
 
 # Torn reads ###################################################################
 
-# Rewrites auth.json in place as the Codex CLI does (truncate, then write), pausing half
-# way, until told to stop. Between rewrites it rests a little: a file that is always
-# half-written has nothing valid to read, and Codex rewrites once per refresh.
-TORN_WRITER = r"""
-import os, sys, time
-path, stop = sys.argv[1], sys.argv[2]
-versions = [open(p, "rb").read() for p in sys.argv[3:]]
-deadline = time.monotonic() + 20.0
-rewrites = 0
-while rewrites < 100_000 and time.monotonic() < deadline and not os.path.exists(stop):
-    data = versions[rewrites % len(versions)]
-    half = len(data) // 2
-    with open(path, "r+b", buffering=0) as f:
-        f.truncate(0)
-        f.write(data[:half])
-        time.sleep(0.0003)
-        f.write(data[half:])
-    rewrites += 1
-    if rewrites == 1:
-        print("ready", flush=True)
-    time.sleep(0.005)
-print(rewrites, flush=True)
-"""
-
 
 def test_reads_ride_out_in_place_rewrites(
     codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer, tmp_path: Path
@@ -538,7 +469,10 @@ def test_reads_ride_out_in_place_rewrites(
     auth_file = codex_home / "auth.json"
     stop = tmp_path / "stop"
     writer = subprocess.Popen(
-        [sys.executable, "-c", TORN_WRITER, str(auth_file), str(stop), *map(str, version_files)],
+        [
+            sys.executable,
+            *child("torn_writer", str(auth_file), str(stop), *map(str, version_files)),
+        ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         text=True,
@@ -638,22 +572,6 @@ def test_corrupt_auth_json_is_reported_and_left_alone(
 
 # Rename not possible ##########################################################
 
-BIND_MOUNT_CHILD = r"""
-import errno, os, codexauth
-home = os.environ["CODEX_HOME"]
-probe = os.path.join(home, "probe.tmp")
-open(probe, "w").close()
-try:
-    os.replace(probe, os.path.join(home, "auth.json"))
-except OSError as exc:
-    print("rename-refused", errno.errorcode[exc.errno])
-    os.unlink(probe)
-else:
-    print("rename-worked")
-codexauth.CodexAuth(home).refresh_token()
-print("refreshed")
-"""
-
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mount namespaces are Linux")
 def test_refresh_of_a_bind_mounted_auth_json_writes_in_place(
@@ -685,7 +603,7 @@ def test_refresh_of_a_bind_mounted_auth_json_writes_in_place(
         pytest.skip(f"cannot bind-mount here: {probe.stderr.strip()[:200] or probe.returncode}")
 
     result = subprocess.run(
-        [*mount_then, sys.executable, "-c", BIND_MOUNT_CHILD],
+        [*mount_then, sys.executable, *child("bind_mount")],
         env=py_env(codex_home, token_server.url),
         capture_output=True,
         text=True,
@@ -757,32 +675,6 @@ def test_refresh_writes_in_place_even_when_rename_fails(
 
 # The in-process stat cache ####################################################
 
-# Writes the version it is told to, one command per line: "replace N" (temp file and
-# rename), "inplace N" (truncate and write), "inplace-keep-mtime N" (the same, then the old
-# mtime put back, as `cp -p` or `rsync -t` would).
-STAT_WRITER = r"""
-import os, sys
-path = sys.argv[1]
-versions = [open(p, "rb").read() for p in sys.argv[2:]]
-for line in sys.stdin:
-    how, index = line.split()
-    data = versions[int(index)]
-    if how == "replace":
-        tmp = path + ".writer.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    else:
-        before = os.stat(path)
-        with open(path, "r+b", buffering=0) as f:
-            f.truncate(0)
-            f.write(data)
-        if how == "inplace-keep-mtime":
-            os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    print("ok", flush=True)
-"""
-
 
 def test_long_lived_reader_never_returns_a_stale_token(
     codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer, tmp_path: Path
@@ -803,7 +695,7 @@ def test_long_lived_reader_never_returns_a_stale_token(
     shutil.copyfile(files[0], auth_file)
 
     writer = subprocess.Popen(
-        [sys.executable, "-c", STAT_WRITER, str(auth_file), *map(str, files)],
+        [sys.executable, *child("stat_writer", str(auth_file), *map(str, files))],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -883,33 +775,12 @@ def test_a_shorter_new_file_leaves_no_stale_tail(
     assert len(json.dumps(doc, indent=2)) < size
 
 
-FSYNC_SPY_CHILD = r"""
-import json, os, codexauth
-events = []
-def where(fd):
-    return os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
-real_fsync, real_replace, real_unlink = os.fsync, os.replace, os.unlink
-def fsync(fd):
-    events.append(["fsync", where(fd)])
-    real_fsync(fd)
-def replace(src, dst, *a, **k):
-    events.append(["replace", os.path.basename(src), os.path.basename(dst)])
-    real_replace(src, dst, *a, **k)
-def unlink(path, *a, **k):
-    events.append(["unlink", os.path.basename(path)])
-    real_unlink(path, *a, **k)
-os.fsync, os.replace, os.unlink = fsync, replace, unlink
-codexauth.CodexAuth(os.environ["CODEX_HOME"]).get_token()
-print(json.dumps(events))
-"""
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
 def test_every_write_is_on_disk_before_the_next_step(
     codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
 ) -> None:
     auth_json(access_exp=time.time() - 60)
-    result = run_py(FSYNC_SPY_CHILD, codex_home=codex_home, token_url=token_server.url)
+    result = run_py(child("fsync_spy"), codex_home=codex_home, token_url=token_server.url)
     assert result.returncode == 0, result.stderr[-2000:]
     events = [tuple(e) for e in json.loads(result.stdout)]
 
@@ -926,24 +797,11 @@ def test_every_write_is_on_disk_before_the_next_step(
     assert positions == sorted(positions), events
 
 
-KILLED_MID_WRITE_CHILD = r"""
-import os, signal, codexauth
-real = codexauth._pwrite_all
-def die_halfway_through_the_bulk(fd, data, offset):
-    if offset == 1:  # the body of auth.json, after its first byte was spoilt
-        real(fd, data[: len(data) // 2], offset)
-        os.kill(os.getpid(), signal.SIGKILL)
-    real(fd, data, offset)
-codexauth._pwrite_all = die_halfway_through_the_bulk
-codexauth.CodexAuth(os.environ["CODEX_HOME"]).get_token()
-"""
-
-
 def test_a_write_killed_midway_is_finished_by_the_next_reader(
     codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
 ) -> None:
     path = auth_json(access_exp=time.time() - 60, extra_top=EXTRA_TOP)
-    result = run_py(KILLED_MID_WRITE_CHILD, codex_home=codex_home, token_url=token_server.url)
+    result = run_py(child("killed_mid_write"), codex_home=codex_home, token_url=token_server.url)
     assert result.returncode == -9, result.stderr[-2000:]
     assert token_server.post_count == 1
     with pytest.raises(ValueError):
@@ -961,23 +819,11 @@ def test_a_write_killed_midway_is_finished_by_the_next_reader(
     assert not (codex_home / "codexauth-pending.json").exists()
 
 
-INTERRUPTED_CHILD = r"""
-import os, signal, sys, codexauth
-real_fsync = os.fsync
-def fsync_then_ctrl_c(fd):
-    real_fsync(fd)
-    os.fsync = real_fsync
-    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C just after the first fsync of the write
-os.fsync = fsync_then_ctrl_c
-sys.exit(codexauth.main(["token"]))
-"""
-
-
 def test_ctrl_c_during_the_write_loses_no_tokens(
     codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
 ) -> None:
     path = auth_json(access_exp=time.time() - 60)
-    result = run_py(INTERRUPTED_CHILD, codex_home=codex_home, token_url=token_server.url)
+    result = run_py(child("interrupted"), codex_home=codex_home, token_url=token_server.url)
     assert result.returncode == 130, result.stderr[-2000:]
     assert token_server.post_count == 1
     issued = token_server.last_issued
@@ -1019,35 +865,6 @@ def test_a_host_refresh_reaches_a_container_that_bind_mounted_the_file(
     assert token_server.post_count == 1
 
 
-DISK_FULL_CHILD = r"""
-import json, os, subprocess, sys
-mnt, src, grow = sys.argv[1], sys.argv[2], sys.argv[3] == "grow"
-subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=700", "tmpfs", mnt], check=True)
-home = os.path.join(mnt, "codex")
-os.mkdir(home, 0o700)
-with open(src, "rb") as f, open(os.path.join(home, "auth.json"), "wb") as out:
-    out.write(f.read())
-os.chmod(os.path.join(home, "auth.json"), 0o600)
-with open(os.path.join(mnt, "filler"), "wb", buffering=0) as filler:  # fill every block
-    try:
-        while True:
-            filler.write(b"\0" * 4096)
-    except OSError:
-        pass
-env = dict(os.environ, CODEX_HOME=home)
-run = lambda: subprocess.run([sys.executable, "-m", "codexauth", "token"], env=env,
-                             capture_output=True, text=True, timeout=30)
-first = run()
-os.unlink(os.path.join(mnt, "filler"))  # the user frees some space
-second = run()
-with open(os.path.join(home, "auth.json"), "rb") as f:
-    final = json.load(f)
-print(json.dumps({"first": [first.returncode, first.stdout, first.stderr],
-                  "second": [second.returncode, second.stdout, second.stderr],
-                  "refresh_token": final["tokens"]["refresh_token"]}))
-"""
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tmpfs and mount namespaces")
 @pytest.mark.parametrize("growth", ["same-size", "grow"])
 def test_a_full_disk_after_the_post_loses_no_tokens(
@@ -1073,7 +890,7 @@ def test_a_full_disk_after_the_post_loses_no_tokens(
     runtime.mkdir(mode=0o700)
     env = py_env(codex_home, token_server.url, env={"XDG_RUNTIME_DIR": str(runtime)})
     result = subprocess.run(
-        ["unshare", "-m", sys.executable, "-c", DISK_FULL_CHILD, str(mnt), str(source), growth],
+        ["unshare", "-m", sys.executable, *child("disk_full", str(mnt), str(source), growth)],
         env=env,
         capture_output=True,
         text=True,

@@ -1,0 +1,28 @@
+"""``codexauth token``, interrupted by Ctrl-C (SIGINT) just after the first fsync of its write.
+
+    python tests/children/interrupted.py
+
+Exits with codexauth.main()'s code (130 for an interrupt).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+import codexauth
+
+real_fsync = os.fsync
+
+
+def fsync_then_ctrl_c(fd: Any) -> None:
+    real_fsync(fd)
+    os.fsync = real_fsync
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+if __name__ == "__main__":
+    os.fsync = fsync_then_ctrl_c
+    sys.exit(codexauth.main(["token"]))
