@@ -1239,41 +1239,45 @@ class FileStore(Store):
             except OSError:
                 pass
         try:
-            result = _read_auth_file(self.auth_file)
+            return self._read_now()
         except AuthFileError as exc:
-            return self._repair(exc)
+            if self._pending(None) is None:
+                raise
+            with self.locked(DEFAULT_LOCK_TIMEOUT):  # the writer that tore it is gone, or done
+                return self._finish_torn(exc)
+
+    def _read_now(self) -> _Snapshot | None:
+        result = _read_auth_file(self.auth_file)
         self._snapshot = None if result is None else _file_snapshot(*result)
         return self._snapshot
 
     def read_locked(self) -> _Snapshot | None:
         """Re-read whatever stat() says (within RACY_STAT_WINDOW a peer's write can
         leave size and times as they were), and finish a write a killed peer, or a
-        full disk, left pending."""
-        snapshot = self.read(force=True)
+        full disk, left pending.  Never takes the lock again: the caller holds it."""
+        try:
+            snapshot = self._read_now()
+        except AuthFileError as exc:
+            return self._finish_torn(exc)
         pending = self._pending(snapshot)
         if pending is None:
             return snapshot
         tokens = None if snapshot is None else snapshot.auth.tokens
         self._write(pending, replaces=None if tokens is None else tokens.refresh_token)
         _log(_WARNING, "finished a pending write of %s left by an earlier refresh", self.auth_file)
-        return self.read(force=True)
+        return self._read_now()
 
-    def _repair(self, error: AuthFileError) -> _Snapshot | None:
-        """auth.json is unreadable: finish the pending write that broke it, if there is one."""
-        if self._pending(None) is None:
-            raise error
-        with self.locked(DEFAULT_LOCK_TIMEOUT):
-            try:
-                result = _read_auth_file(self.auth_file)
-            except AuthFileError:
-                pending = self._pending(None)
-                if pending is None:
-                    raise
-                self._write(pending, replaces=None)
-                _log(_WARNING, "restored %s from a pending write", self.auth_file)
-                result = _read_auth_file(self.auth_file)
-        self._snapshot = None
-        return None if result is None else _file_snapshot(*result)
+    def _finish_torn(self, error: AuthFileError) -> _Snapshot | None:
+        """Under the lock: auth.json is unreadable; a pending write that tore it finishes it."""
+        try:
+            return self._read_now()  # finished meanwhile, by the writer or a peer
+        except AuthFileError:
+            pending = self._pending(None)
+            if pending is None:
+                raise error from None
+        self._write(pending, replaces=None)
+        _log(_WARNING, "restored %s from a pending write", self.auth_file)
+        return self._read_now()
 
     # The lock.
 
@@ -1404,7 +1408,7 @@ class FileStore(Store):
         return paths
 
     def write_if_unchanged(self, expected: _Snapshot, new: AuthDotJson) -> bool:
-        current = self.read(force=True)
+        current = self._read_now()
         if current is None or current.auth != expected.auth:
             return False
         tokens = expected.auth.tokens
@@ -1414,7 +1418,7 @@ class FileStore(Store):
     def save(self, auth: AuthDotJson) -> None:
         _makedirs_private(self.codex_home)
         try:
-            current = self.read(force=True)
+            current = self._read_now()
         except AuthFileError:
             current = None  # a broken file is replaced whole
         tokens = None if current is None else current.auth.tokens

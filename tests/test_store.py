@@ -40,6 +40,7 @@ from support import (
 import codexauth
 from codexauth import AuthDotJson, AuthFileError, CodexAuth, CodexAuthError, TokenData
 
+GUARD_SECONDS = 20.0  # hang guard for what could wait on its own lock
 EXTRA_TOP = {"auth_mode": "chatgpt", "future": {"nested": [1, 2.5, None]}}
 EXTRA_TOKENS = {"future_tok": {"nested": [1, 2.5, None]}, "note": "kept"}
 CHILD_TIMEOUT = 30.0
@@ -817,6 +818,30 @@ def test_a_write_killed_midway_is_finished_by_the_next_reader(
     assert fp(doc["tokens"]["refresh_token"]) == fp(issued["refresh_token"])
     assert doc["future"] == EXTRA_TOP["future"]
     assert not (codex_home / "codexauth-pending.json").exists()
+
+
+@pytest.mark.parametrize("call", ["refresh_token", "save_auth"])
+def test_a_write_torn_while_we_wait_for_the_lock_is_finished_under_it(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer, call: str
+) -> None:
+    # This process read the login before a peer died mid-write: it meets the torn file
+    # only once it holds the lock, and must finish the write there, not wait for itself.
+    auth_json(access_exp=time.time() - 60)
+    held = CodexAuth(codex_home, lock_timeout=GUARD_SECONDS)
+    assert held.get_current_auth_json() is not None
+    result = run_py(child("killed_mid_write"), codex_home=codex_home, token_url=token_server.url)
+    assert result.returncode == -9, result.stderr[-2000:]
+
+    started = time.monotonic()
+    if call == "refresh_token":
+        token = held.refresh_token()
+        issued = token_server.last_issued
+        assert issued is not None and fp(token) == fp(issued["access_token"])
+        assert token_server.post_count == 1  # adopted what the dead writer left pending
+    else:
+        codexauth.save_auth(codex_home, AuthDotJson(openai_api_key="sk-new"))
+        assert read_doc(codex_home / "auth.json")["OPENAI_API_KEY"] == "sk-new"
+    assert time.monotonic() - started < GUARD_SECONDS  # a hang guard, not a timing claim
 
 
 def test_ctrl_c_during_the_write_loses_no_tokens(
