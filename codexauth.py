@@ -67,6 +67,7 @@ __all__ = [
     "FileStore",
     "HttpxAuth",
     "IdTokenInfo",
+    "KeyringStore",
     "LockTimeoutError",
     "NotLoggedInError",
     "PermanentRefreshError",
@@ -79,6 +80,7 @@ __all__ = [
     "TokenData",
     "TransientRefreshError",
     "UnsupportedAuthModeError",
+    "codex_keyring_account",
     "find_codex_home",
     "get_token",
     "load_auth_dot_json",
@@ -1938,6 +1940,319 @@ class _FleetLock:
             self._local.release()
 
 
+# Keyring store ################################################################
+# Codex's other credential stores (`cli_auth_credentials_store` in config.toml):
+# the OS keyring, `auto`, `ephemeral`, and the encrypted secrets file.  The
+# keyring libraries are imported only here, when such a store is configured.
+
+CONFIG_FILE_NAME = "config.toml"
+# Codex's keyring entry: this service, and an account named after CODEX_HOME
+# (codex-rs/login/src/auth/storage.rs `compute_store_key`).
+KEYRING_SERVICE = "Codex Auth"
+# What keyring-rs 3.6.3 (the Codex CLI 0.171's) writes on Linux, so that an item
+# created here is the one Codex searches for (its src/secret_service.rs).
+_CODEX_KEYRING_TARGET = "default"
+_CODEX_KEYRING_LABEL = "{account}@Codex Auth:default (keyring v3.6.3)"
+_CODEX_STORES = ("file", "keyring", "auto", "ephemeral")
+
+
+def codex_keyring_account(codex_home: StrPath) -> str:
+    """Codex's keyring account for `codex_home`: "cli|" and 16 hex digits of the SHA-256
+    of its canonical path (symlinks resolved; the path as given if that fails)."""
+    import hashlib  # deferred, as in _fingerprint
+
+    given = os.path.abspath(os.path.expanduser(os.fspath(codex_home)))
+    canonical = os.path.realpath(given) if os.path.exists(given) else given
+    # Rust's to_string_lossy: bytes that are not UTF-8 become U+FFFD.
+    text = os.fsencode(canonical).decode("utf-8", errors="replace")
+    return "cli|" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _codex_credentials_store(codex_home: str) -> tuple[str, bool, str]:
+    """(cli_auth_credentials_store, [features] secret_auth_storage, config path) from
+    config.toml; ("file", False, path) when it says nothing about them.
+
+    The bytes are looked at first, so the TOML parser is imported only for a
+    config that names one of the two settings: a warm start stays cheap.
+    """
+    path = os.path.join(codex_home, CONFIG_FILE_NAME)
+    data = _read_sidecar(path, MAX_AUTH_FILE_BYTES)
+    if not data or (
+        b"cli_auth_credentials_store" not in data and b"secret_auth_storage" not in data
+    ):
+        return "file", False, path
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover  # the `tomli` dependency, before 3.11
+        import tomli as tomllib
+    try:
+        config = tomllib.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CodexAuthError(f"{path}: not valid TOML ({str(exc).splitlines()[0][:80]})") from None
+    store = config.get("cli_auth_credentials_store", "file")
+    if store not in _CODEX_STORES:
+        raise CodexAuthError(
+            f"{path}: cli_auth_credentials_store must be one of {', '.join(_CODEX_STORES)}, "
+            f"not {store!r}"
+        )
+    features = config.get("features")
+    secrets = isinstance(features, dict) and features.get("secret_auth_storage") is True
+    return store, secrets, path
+
+
+def _secrets_unsupported(config: str) -> CodexAuthError:
+    return CodexAuthError(
+        f"Codex keeps this login encrypted (secret_auth_storage in {config}), which codexauth "
+        'cannot read yet: set cli_auth_credentials_store = "file" and secret_auth_storage = '
+        "false there, then run `codex login`"
+    )
+
+
+def _ephemeral(config: str) -> NotLoggedInError:
+    return NotLoggedInError(
+        f"Not logged in here: Codex keeps this login only in the memory of the running Codex "
+        f'(cli_auth_credentials_store = "ephemeral" in {config}), out of any other '
+        'program\'s reach; to share it, set it to "file" or "keyring" and sign in again'
+    )
+
+
+class KeyringStore(Store):
+    """The login in the OS keyring, in the very entry the Codex CLI reads and writes.
+
+    The entry holds auth.json's document as compact JSON.  On Linux it is a
+    Secret Service item with keyring-rs's attributes, found as keyring-rs finds
+    it and updated in place: the `keyring` package's set_password would add a
+    second item that Codex never reads.  Elsewhere the `keyring` package reads
+    and writes the entry (not run here: see README).  Refreshes still take
+    auth.lock in CODEX_HOME, which the Codex CLI takes too.
+    """
+
+    def __init__(self, codex_home: StrPath | None = None) -> None:
+        self._local = FileStore(codex_home)  # the lock and the shared state live there
+        self.account = codex_keyring_account(self._local.codex_home)
+        self.location = f"the keyring ({KEYRING_SERVICE!r}, {self.account!r})"
+        self._snapshot: _Snapshot | None = None
+
+    # The backend: Secret Service on Linux, the `keyring` package elsewhere.
+
+    def _get(self) -> str | None:
+        if _secret_service_platform():
+            with self._secret_service() as items:
+                return None if not items else self._item_text(items)
+        text: str | None = self._keyring(lambda k: k.get_password(KEYRING_SERVICE, self.account))
+        return text
+
+    def _set(self, text: str) -> None:
+        if _secret_service_platform():
+            with self._secret_service(create=text) as items:
+                if items:
+                    self._unlocked(items[0]).set_secret(text.encode("utf-8"), "text/plain")
+            return
+        self._keyring(lambda k: k.set_password(KEYRING_SERVICE, self.account, text))
+
+    def _remove(self) -> bool:
+        if _secret_service_platform():
+            with self._secret_service() as items:
+                if items:
+                    self._unlocked(items[0]).delete()
+                return bool(items)
+
+        def delete(keyring: Any) -> bool:
+            try:
+                keyring.delete_password(KEYRING_SERVICE, self.account)
+            except keyring.errors.PasswordDeleteError:
+                return False
+            return True
+
+        return bool(self._keyring(delete))
+
+    @contextlib.contextmanager
+    def _secret_service(self, create: str | None = None) -> Generator[list[Any], None, None]:
+        """Codex's items for this account, as keyring-rs 3.6.3 finds them (its
+        map_matching_items): by target, service and user in every collection, else
+        by service and user in the default one; exactly one may match.  With
+        `create`, a missing item is made with Codex's attributes and label."""
+        try:
+            import secretstorage  # deferred: only a keyring store on Linux needs it
+            from jeepney.io.blocking import (  # type: ignore[import-untyped]  # no stubs
+                open_dbus_connection,
+            )
+        except ImportError:
+            raise CodexAuthError(
+                f"{self.location} needs the keyring extra: pip install 'codexauth[keyring]'"
+            ) from None
+        try:
+            connection = open_dbus_connection(bus=_session_bus_address())
+        except (OSError, ValueError, KeyError) as exc:
+            raise CodexAuthError(
+                f"{self.location} is unreachable: no D-Bus session bus ({type(exc).__name__}); "
+                "the Secret Service (gnome-keyring, KeePassXC) runs in a desktop session"
+            ) from None
+        try:
+            secretstorage.util.add_match_rules(connection)  # as secretstorage.dbus_init
+            codex = {"service": KEYRING_SERVICE, "username": self.account}
+            items = list(
+                secretstorage.search_items(connection, {"target": _CODEX_KEYRING_TARGET, **codex})
+            )
+            if not items:
+                items = list(secretstorage.get_default_collection(connection).search_items(codex))
+            if len(items) > 1:
+                raise CodexAuthError(
+                    f"{self.location} is matched by {len(items)} keyring items; the Codex CLI "
+                    "reads none of them: delete all but Codex's own (seahorse shows them)"
+                )
+            if not items and create is not None:
+                collection = secretstorage.get_default_collection(connection)
+                self._unlocked(collection).create_item(
+                    _CODEX_KEYRING_LABEL.format(account=self.account),
+                    {"application": "rust-keyring", "target": _CODEX_KEYRING_TARGET, **codex},
+                    create.encode("utf-8"),
+                    replace=False,
+                    content_type="text/plain",
+                )
+            yield items
+        except secretstorage.exceptions.SecretServiceNotAvailableException as exc:
+            raise CodexAuthError(
+                f"{self.location} is unreachable: no Secret Service on the session bus "
+                f"({_one_line(exc)})"
+            ) from None
+        except secretstorage.exceptions.LockedException:
+            raise CodexAuthError(
+                f"{self.location} is locked: unlock the keyring (sign in to the desktop session, "
+                "or unlock it in seahorse) and try again"
+            ) from None
+        finally:
+            connection.close()
+
+    def _unlocked(self, thing: Any) -> Any:
+        """An item or collection, unlocked if a prompt can do it (a desktop session)."""
+        if thing.is_locked():
+            import secretstorage
+
+            dismissed = thing.unlock()  # True when the user dismissed the prompt
+            if dismissed or thing.is_locked():
+                raise secretstorage.exceptions.LockedException("locked")
+        return thing
+
+    def _item_text(self, items: list[Any]) -> str:
+        data = self._unlocked(items[0]).get_secret()
+        try:
+            return bytes(data).decode("utf-8")
+        except UnicodeDecodeError:
+            raise AuthFileError(self.location, "the keyring entry is not UTF-8 text") from None
+
+    def _keyring(self, action: Callable[[Any], Any]) -> Any:
+        try:
+            import keyring  # deferred: only a keyring store needs it
+            import keyring.errors
+        except ImportError:
+            raise CodexAuthError(
+                f"{self.location} needs the keyring extra: pip install 'codexauth[keyring]'"
+            ) from None
+        try:
+            return action(keyring)
+        except keyring.errors.KeyringLocked:
+            raise CodexAuthError(f"{self.location} is locked: unlock the keyring") from None
+        except keyring.errors.KeyringError as exc:
+            raise CodexAuthError(
+                f"{self.location} is unreachable ({type(exc).__name__}: {_one_line(exc)})"
+            ) from None
+
+    # The Store interface.
+
+    def read(self, *, force: bool = False) -> _Snapshot | None:
+        if self._snapshot is not None and not force:
+            return self._snapshot  # from memory while fresh: a keyring read is a round trip
+        text = self._get()
+        if text is None:
+            self._snapshot = None
+            return None
+        try:
+            auth = _parse_auth_bytes(text.encode("utf-8"))
+        except ValueError as exc:
+            raise AuthFileError(self.location, str(exc)) from None
+        self._snapshot = _Snapshot(auth, _fingerprint(text), trusted=True)
+        return self._snapshot
+
+    def lock(self, timeout: float, done_elsewhere: Callable[[], bool]) -> _RefreshLock | None:
+        return self._local.lock(timeout, done_elsewhere)
+
+    def write_if_unchanged(self, expected: _Snapshot, new: AuthDotJson) -> bool:
+        current = self.read(force=True)
+        if current is None or current.auth != expected.auth:
+            return False
+        self.save(new)
+        return True
+
+    def save(self, auth: AuthDotJson) -> None:
+        # Compact, as Codex writes it (serde_json::to_string).
+        self._set(json.dumps(_auth_to_json(auth), separators=(",", ":")))
+        self._snapshot = None
+
+    def delete(self) -> bool:
+        self._snapshot = None
+        return self._remove()
+
+    def _load_state(self) -> bytes | None:
+        return self._local._load_state()
+
+    def _save_state(self, data: bytes) -> None:
+        self._local._save_state(data)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "store": "keyring",
+            "keyring_service": KEYRING_SERVICE,
+            "keyring_account": self.account,
+            "lock_file": self._local.lock_location(),
+        }
+
+
+def _secret_service_platform() -> bool:
+    """Whether keyring-rs (and so the Codex CLI) keeps the login in the Secret Service."""
+    return sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd"))
+
+
+def _session_bus_address() -> str:
+    """The D-Bus session bus, found as the Codex CLI (zbus) finds it: jeepney alone
+    does not look at $XDG_RUNTIME_DIR/bus."""
+    address = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+    if address:
+        return address
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.exists(os.path.join(runtime, "bus")):
+        return "unix:path=" + os.path.join(runtime, "bus")
+    raise KeyError("DBUS_SESSION_BUS_ADDRESS")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:120]
+
+
+def _codex_store(codex_home: str, choice: str | None = None) -> Store:
+    """The store Codex uses for `codex_home`: `choice` (file, keyring, auto), else what
+    config.toml says, as Codex decides (codex-rs/login/src/auth/storage.rs)."""
+    secrets, config = False, os.path.join(codex_home, CONFIG_FILE_NAME)
+    if choice is None:
+        choice, secrets, config = _codex_credentials_store(codex_home)
+    if choice == "ephemeral":
+        raise _ephemeral(config)
+    if choice in ("keyring", "auto") and secrets:
+        raise _secrets_unsupported(config)
+    if choice == "keyring":
+        return KeyringStore(codex_home)
+    if choice == "auto":  # the keyring if it holds the login; otherwise, or on error, the file
+        keyring = KeyringStore(codex_home)
+        with contextlib.suppress(CodexAuthError):
+            if keyring.read() is not None:
+                return keyring
+    return FileStore(codex_home)
+
+
+# Choosing the store ##########################################################
+
+
 def _open_store(
     spec: str | Store | None,
     codex_home: StrPath | None,
@@ -1945,21 +2260,26 @@ def _open_store(
     namespace: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> Store:
-    """The store `spec` names: a Store, "file" (the default), or a Redis URL.
+    """The store `spec` names: a Store, "file", "keyring", "auto", or a Redis URL.
 
-    Unset, CODEXAUTH_STORE decides, and CODEXAUTH_NAMESPACE picks the login in it.
+    Unset, CODEXAUTH_STORE decides, else Codex's own setting in config.toml
+    (file by default); CODEXAUTH_NAMESPACE picks the login in a Redis store.
     """
     if isinstance(spec, Store):
         return spec
-    spec = spec or os.environ.get(STORE_ENV_VAR) or "file"
-    if spec == "file":
-        return FileStore(codex_home)
+    home = _home(codex_home)
+    spec = spec or os.environ.get(STORE_ENV_VAR)
+    if spec is None:
+        return _codex_store(home)
+    if spec in ("file", "keyring", "auto"):
+        return _codex_store(home, spec)
     if spec.startswith(("redis://", "rediss://", "unix://")):
         namespace = namespace or os.environ.get(NAMESPACE_ENV_VAR) or DEFAULT_NAMESPACE
         return RedisStore(spec, codex_home, namespace=namespace, timeout=timeout)
     shown = _redact_url(spec) if "://" in spec else spec
     raise CodexAuthError(
-        f"{STORE_ENV_VAR} must be 'file' or a redis://, rediss:// or unix:// URL, not {shown!r}"
+        f"{STORE_ENV_VAR} must be file, keyring, auto, or a redis://, rediss:// or unix:// URL, "
+        f"not {shown!r}"
     )
 
 

@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any, Callable, NoReturn
 
 import pytest
+from codex_cli import find_codex
 from redis_server import RedisServer, redis_server_path
 from secret_service import SecretService, SecretServiceUnavailableError
 from support import UNREACHABLE_REVOKE_URL, TokenServer, write_auth_json
@@ -140,3 +141,20 @@ def redis_py() -> ModuleType:
     except ImportError:
         _require(False, "redis-py is not installed (pip install -e '.[test]')")
         raise
+
+
+@pytest.fixture
+def codex_bin() -> Path:
+    """A native Codex CLI 0.17x; skipped where none is installed, except in CI, which fails."""
+    try:
+        binary = find_codex()
+    except RuntimeError as exc:  # CODEXAUTH_CODEX_BIN names something unusable
+        pytest.fail(str(exc))
+    if binary is None:
+        _require(
+            False,
+            "no native Codex CLI 0.17x found: set CODEXAUTH_CODEX_BIN, or run "
+            "`npm install --prefix .codex-cli @openai/codex@0.171.0` as .ci/run does",
+        )
+    assert binary is not None
+    return binary

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from codex_cli import AppServer, find_codex, login_status
+from codex_cli import AppServer, login_status
 from support import (
     EXPIRED_MESSAGE,
     Racers,
@@ -240,24 +240,6 @@ CODEX_SERVER_DELAY = 0.5
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-@pytest.fixture
-def codex_bin() -> Path:
-    """A native Codex CLI 0.17x; skipped where none is installed, except in CI, which fails."""
-    try:
-        binary = find_codex()
-    except RuntimeError as exc:  # CODEXAUTH_CODEX_BIN names something unusable
-        pytest.fail(str(exc))
-    if binary is None:
-        reason = (
-            "no native Codex CLI 0.17x found: set CODEXAUTH_CODEX_BIN, or run "
-            "`npm install --prefix .codex-cli @openai/codex@0.171.0` as .ci/run does"
-        )
-        if _in_ci():
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return binary
 
 
 def wait_for_posts(server: TokenServer, count: int, timeout: float = CHILD_TIMEOUT) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from codex_cli import AppServer, find_codex, login_status, run_cli
+from codex_cli import AppServer, login_status, run_cli
 from secret_service import (
     CODEX_CONTENT_TYPE,
     CODEX_SERVICE,
@@ -69,21 +69,6 @@ def python_keyring(secret_service: SecretService) -> Iterator[Any]:
         yield keyring
     finally:
         keyring.set_keyring(previous)
-
-
-@pytest.fixture
-def codex_bin() -> Path:
-    """A native Codex CLI 0.17x; skipped where none is installed, except in CI, which fails."""
-    try:
-        binary = find_codex()
-    except RuntimeError as exc:  # CODEXAUTH_CODEX_BIN names something unusable
-        pytest.fail(str(exc))
-    if binary is None:
-        reason = "no native Codex CLI 0.17x found (.ci/run installs it under .codex-cli/)"
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return binary
 
 
 # The fixture ##################################################################
