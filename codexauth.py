@@ -1089,7 +1089,16 @@ def _write_in_place(path: str, data: bytes) -> None:
                     raise  # ENOSPC: nothing was changed
         if st.st_mode & 0o077:
             os.fchmod(fd, 0o600)  # tokens are owner-only, as Codex writes them
-        _pwrite_all(fd, b"#", 0)  # not JSON from here on...
+        if _is_mount_point(path):
+            # Bind-mounted on its own: the pending copy sits on our side of the
+            # mount, where the other side cannot find it to finish a torn file.
+            # One write of the whole file (a page, usually) is what a kill leaves
+            # either undone or done.
+            _pwrite_all(fd, padded, 0)
+            os.ftruncate(fd, len(padded))
+            os.fsync(fd)
+            return
+        _pwrite_all(fd, _SPOILT, 0)  # not JSON from here on...
         _pwrite_all(fd, padded[1:], 1)
         os.ftruncate(fd, len(padded))
         os.fsync(fd)
@@ -1097,6 +1106,36 @@ def _write_in_place(path: str, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _is_mount_point(path: str) -> bool:
+    """Whether `path` is itself mounted (a file bind-mounted into a container), Linux only.
+
+    os.path.ismount cannot tell a file bind-mounted from the same filesystem.
+    """
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            table = f.read()
+    except OSError:
+        return False
+    target = os.fsencode(path)
+    for line in table.splitlines():
+        fields = line.split(b" ")
+        # The mount point is the fifth field, with space, tab, newline, backslash octal-escaped.
+        if len(fields) > 4 and _unescape_mountinfo(fields[4]) == target:
+            return True
+    return False
+
+
+def _unescape_mountinfo(field: bytes) -> bytes:
+    import re
+
+    return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field)
+
+
+# The first byte of auth.json while we rewrite it: no JSON parser accepts it, and
+# it tells a torn file of ours from one another writer tore.
+_SPOILT = b"#"
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -1243,10 +1282,25 @@ class FileStore(Store):
         try:
             return self._read_now()
         except AuthFileError as exc:
-            if self._pending(None) is None:
+            if not self._torn_by_us() or self._pending(None) is None:
                 raise
+            if self._lock_key() in _owned_keys():  # this thread holds the lock already
+                return self._finish_torn(exc)
             with self.locked(DEFAULT_LOCK_TIMEOUT):  # the writer that tore it is gone, or done
                 return self._finish_torn(exc)
+
+    def _torn_by_us(self) -> bool:
+        """Whether auth.json bears our mark: a write of ours spoils its first byte first
+        (see _write_in_place).  A file someone else tore is not ours to finish."""
+        try:
+            with os.fdopen(_open_regular(self.auth_file, os.O_RDONLY), "rb") as f:
+                return f.read(1) == _SPOILT
+        except OSError:
+            return False
+
+    def _lock_key(self) -> str:
+        home_lock, real_file = self.lock_paths()
+        return real_file or str(home_lock)
 
     def _read_now(self) -> _Snapshot | None:
         result = _read_auth_file(self.auth_file)
@@ -1274,7 +1328,7 @@ class FileStore(Store):
         try:
             return self._read_now()  # finished meanwhile, by the writer or a peer
         except AuthFileError:
-            pending = self._pending(None)
+            pending = self._pending(None) if self._torn_by_us() else None
             if pending is None:
                 raise error from None
         self._write(pending, replaces=None)
@@ -1479,8 +1533,20 @@ class FileStore(Store):
 
 _thread_locks: dict[str, threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
-# Lock files this process holds; a forked child closes its copies (see _after_fork).
+# Lock files this process has open; a forked child closes its copies (see
+# _after_fork_in_child).  The guard spans each open-lock-register and
+# unregister-close, and fork() waits for it, so no descriptor slips past.
 _held_files: set[int] = set()
+_held_files_guard = threading.Lock()
+# The refresh locks each thread holds (by key): what it holds it need not wait for.
+_owned = threading.local()
+
+
+def _owned_keys() -> set[str]:
+    keys: set[str] | None = getattr(_owned, "keys", None)
+    if keys is None:
+        keys = _owned.keys = set()
+    return keys
 
 
 def _thread_lock(path: str) -> threading.Lock:
@@ -1497,17 +1563,23 @@ def _after_fork_in_child() -> None:
     parent's lock as it was; the thread locks, held by threads the child does
     not have, start afresh.
     """
-    global _thread_locks_guard
+    global _thread_locks_guard, _held_files_guard, _owned
     for fd in list(_held_files):
         with contextlib.suppress(OSError):
             os.close(fd)
     _held_files.clear()
     _thread_locks.clear()
     _thread_locks_guard = threading.Lock()
+    _held_files_guard = threading.Lock()  # held by the forking thread: a new one
+    _owned = threading.local()  # the child holds nothing
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=lambda: _held_files_guard.acquire(),
+        after_in_parent=lambda: _held_files_guard.release(),
+        after_in_child=_after_fork_in_child,
+    )
 
 
 def _try_lock(fd: int, path: str) -> bool:
@@ -1566,7 +1638,8 @@ class _RefreshLock:
         self.paths = [p for p in (home_lock, real_file) if p]
         self._creates = {home_lock} if home_lock else set()
         self._owner = owner
-        self._threads = _thread_lock(real_file or str(home_lock))
+        self.key = real_file or str(home_lock)
+        self._threads = _thread_lock(self.key)
         self._fds: list[int] = []
         self._held = False
 
@@ -1577,8 +1650,11 @@ class _RefreshLock:
         while True:
             if self._threads.acquire(blocking=False):
                 try:
-                    if self._try_all():
+                    with _held_files_guard:
+                        locked = self._try_all()
+                    if locked:
                         self._held = True
+                        _owned_keys().add(self.key)
                         return True
                 except BaseException:
                     self._threads.release()
@@ -1599,18 +1675,20 @@ class _RefreshLock:
             fd = self._open(path)
             if fd is None:
                 continue  # auth.json is gone: nothing left to guard it
+            _held_files.add(fd)
             try:
                 locked = _try_lock(fd, path) and _same_file(fd, path)
             except BaseException:
+                _held_files.discard(fd)
                 os.close(fd)
                 self._close_all()
                 raise
             if not locked:
+                _held_files.discard(fd)
                 os.close(fd)
                 self._close_all()
                 return False
             self._fds.append(fd)
-            _held_files.add(fd)
         return True
 
     def _open(self, path: str) -> int | None:
@@ -1637,7 +1715,9 @@ class _RefreshLock:
     def release(self) -> None:
         if self._held:
             self._held = False
-            self._close_all()
+            _owned_keys().discard(self.key)
+            with _held_files_guard:
+                self._close_all()
             self._threads.release()
 
 
@@ -2747,8 +2827,7 @@ class CodexAuth:
         now = self._now()
         freshness = _freshness(snapshot.access_exp, snapshot.last_refresh, now)
         if freshness is not _Freshness.FRESH:
-            if self._skew is None:
-                self._skew = self.store.clock_skew()
+            self._skew = self.store.clock_skew()  # re-read: a clock put right is seen at once
             if self._skew:
                 freshness = _freshness(
                     snapshot.access_exp, snapshot.last_refresh, now - self._skew
@@ -2819,7 +2898,7 @@ class CodexAuth:
         try:
             # A token with time to spare is not worth queueing behind a peer's refresh.
             new = self._refresh(snapshot, wait=freshness is not _Freshness.ADVISORY)
-        except RefreshTokenError as exc:
+        except (RefreshTokenError, AuthFileError) as exc:
             if not freshness.still_valid:
                 raise
             # As Codex does with a failed proactive refresh (codex-rs/login/src/auth/
@@ -3064,13 +3143,14 @@ class CodexAuth:
                 # The refresh token is spent: the new tokens must not be lost.
                 _log(_WARNING, "could not store the refreshed login: %s", exc)
                 self._unsaved = (tokens.refresh_token, _Snapshot(new))
-                written = True
-        if written:
-            self._load()  # what this object holds now, for the next guarded refresh
-        else:
-            # A lockless peer logged in anew while we refreshed: its login stays in
-            # the file; this call still uses the tokens it was just given.
-            _log(_WARNING, "auth.json changed during the refresh; keeping the newer login")
+                self._snapshot = self._unsaved[1]
+            else:
+                if written:
+                    self._load()  # what this object holds now, for the next guarded refresh
+                else:
+                    # A lockless peer logged in anew while we refreshed: its login stays
+                    # in the store; this call still uses the tokens it was just given.
+                    _log(_WARNING, "the login changed during the refresh; keeping the newer one")
         if not usable:
             raise TransientRefreshError(
                 f"{REFRESH_FAILED} the token endpoint answered without a usable access token"

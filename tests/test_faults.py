@@ -832,3 +832,12 @@ def test_headers_that_trickle_past_the_timeout_then_a_whole_answer_are_used(
     issued = json.loads(body)
     assert fp(token) == fp(issued["access_token"])
     assert fp(stored(codex_home)["refresh_token"]) == fp(issued["refresh_token"])
+
+
+def test_a_fork_while_another_thread_takes_the_lock_leaves_the_child_holding_nothing(
+    codex_home: Path,
+) -> None:
+    write_auth_json(codex_home)
+    result = run_py(child("fork_mid_lock"), codex_home=codex_home, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout) == {"held_after_release": []}

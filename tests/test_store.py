@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import children.codex_like_peer as codex_peer
 import pytest
 from support import (
     TokenServer,
@@ -34,6 +35,7 @@ from support import (
     py_env,
     read_doc,
     run_py,
+    stored,
     write_auth_json,
 )
 
@@ -964,3 +966,71 @@ def test_a_symlink_planted_at_the_state_file_mid_write_is_never_followed(
     assert planted == writes and writes > 10
     assert victim.read_bytes() == PRECIOUS
     assert token_server.post_count == 0
+
+
+def test_logout_over_a_write_torn_by_a_dead_peer_does_not_wait_for_itself(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    auth_json(access_exp=time.time() - 60)
+    result = run_py(child("killed_mid_write"), codex_home=codex_home, token_url=token_server.url)
+    assert result.returncode == -9, result.stderr[-2000:]
+
+    started = time.monotonic()
+    assert codexauth.logout(codex_home) is True  # reads the login under its lock to revoke it
+    assert time.monotonic() - started < GUARD_SECONDS  # a hang guard, not a timing claim
+    assert not (codex_home / "auth.json").exists()
+    assert token_server.revoke_count == 1  # what the dead writer left pending was revoked
+
+
+def test_a_stale_pending_copy_is_never_restored_over_a_file_another_writer_tore(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    path = auth_json(access_exp=time.time() - 60)
+    result = run_py(
+        child("killed_before_cleanup"), codex_home=codex_home, token_url=token_server.url
+    )
+    assert result.returncode == -9, result.stderr[-2000:]
+    assert (codex_home / "codexauth-pending.json").exists()  # stale: auth.json is whole
+    # A lockless Codex CLI refreshes and dies after its truncate: an empty auth.json.
+    rotated = codex_peer.refresh(token_server.url, stored(codex_home)["refresh_token"])
+    path.write_bytes(b"")
+
+    with pytest.raises(AuthFileError):
+        CodexAuth(codex_home).get_token()
+
+    assert path.read_bytes() == b""  # not "restored" to the refresh token the peer spent
+    assert token_server.post_count == 2
+    assert rotated["refresh_token"] in token_server.valid
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mount namespaces are Linux")
+def test_a_container_write_to_a_bind_mounted_file_leaves_the_host_a_whole_file(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer, tmp_path: Path
+) -> None:
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        pytest.skip("needs unshare(1) and mount(8)")
+    host = auth_json(access_exp=time.time() - 60)
+    container = tmp_path / "container" / ".codex"
+    container.mkdir(parents=True, mode=0o700)
+    (container / "auth.json").touch()
+    # The container's pending copy is on its side of the mount, out of the host's sight:
+    # there the write is one write(2) of the whole file, which no kill can tear.
+    script = 'mount --bind "$1" "$2" || exit 77; shift 2; exec "$@"'
+    argv = ["unshare", "-m", "sh", "-c", script, "sh", str(host), str(container / "auth.json")]
+    env = py_env(container, token_server.url)
+    result = subprocess.run(
+        [*argv, sys.executable, *child("killed_mid_write")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT,
+    )
+    if result.returncode == 77:
+        pytest.skip(f"cannot bind-mount here: {result.stderr.strip()[:200]}")
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    issued = token_server.last_issued
+    assert issued is not None
+    assert fp(read_doc(host)["tokens"]["refresh_token"]) == fp(issued["refresh_token"])
+    assert fp(CodexAuth(codex_home).get_token()) == fp(issued["access_token"])
+    assert token_server.post_count == 1
