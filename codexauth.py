@@ -3502,6 +3502,8 @@ def _print_status(info: dict[str, Any]) -> None:
         ("last_refresh", "Last refresh"),
         ("refresh_due", "Refresh due"),
         ("store", "Store"),
+        ("keyring_service", "Keyring service"),
+        ("keyring_account", "Keyring account"),
         ("namespace", "Namespace"),
         ("last_refreshed_by", "Refreshed by"),
         ("last_refreshed_at", "Refreshed at"),
