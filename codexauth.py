@@ -1770,6 +1770,11 @@ class RedisStore(Store):
 
         try:
             return action(client)
+        except errors.AuthenticationError:
+            # A ConnectionError to redis-py, but no retry can help: the URL is wrong.
+            raise CodexAuthError(
+                f"the login store {self.location} refused the user name or password in its URL"
+            ) from None
         except (errors.ConnectionError, errors.TimeoutError, errors.ReadOnlyError) as exc:
             failure = f"the login store {self.location} is unreachable ({type(exc).__name__})"
             raise StoreUnreachableError(failure) from None
