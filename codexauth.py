@@ -1766,6 +1766,8 @@ redis.call('HSET', KEYS[1], 'version', version, 'doc', ARGV[2],
 redis.call('HDEL', KEYS[1], 'state')
 return {1, version}
 """
+# A commit after a request that Redis does not answer is tried again this often.
+_REDIS_COMMIT_RETRY = 0.1
 
 
 def _redact_url(url: str) -> str:
@@ -1825,6 +1827,7 @@ class RedisStore(Store):
         self._snapshot: _Snapshot | None = None
         self._fields: dict[bytes, bytes] = {}
         self._held: Any = None  # the fleet lock while this process holds it
+        self._flight_end = 0.0  # monotonic: until when peers wait for our request's answer
         self._skew = 0.0  # per machine: never shared through the fleet's store
 
     def _redis(self) -> Any:
@@ -1856,6 +1859,11 @@ class RedisStore(Store):
 
         try:
             return action(client)
+        except errors.AuthenticationError:
+            # A ConnectionError to redis-py, but no retry can help: the URL is wrong.
+            raise CodexAuthError(
+                f"the login store {self.location} refused the user name or password in its URL"
+            ) from None
         except (errors.ConnectionError, errors.TimeoutError, errors.ReadOnlyError) as exc:
             failure = f"the login store {self.location} is unreachable ({type(exc).__name__})"
             raise StoreUnreachableError(failure) from None
@@ -1930,8 +1938,9 @@ class RedisStore(Store):
     def begin_request(self, refresh_token: str, seconds: float) -> None:
         """Announce the request, then make the lock outlast it: in this order, so that a
         pause that loses the lock before the POST ends in no POST."""
-        until = time.time() + seconds + REDIS_LOCK_MARGIN + REDIS_FLIGHT_GRACE
-        self.record_failure(refresh_token, sent_until=until)
+        flight = seconds + REDIS_LOCK_MARGIN + REDIS_FLIGHT_GRACE
+        self._flight_end = time.monotonic() + flight
+        self.record_failure(refresh_token, sent_until=time.time() + flight)
         fleet = self._held
         if fleet is None:
             return
@@ -1952,7 +1961,7 @@ class RedisStore(Store):
     def _release(self, fleet: Any) -> None:
         from redis.exceptions import LockError
 
-        self._held = None
+        self._held, self._flight_end = None, 0.0
         # Lapsed while we were paused: our commit stood on the version, not the lock.
         with contextlib.suppress(LockError, StoreUnreachableError, CodexAuthError):
             self._call(lambda r: fleet.release())
@@ -1960,7 +1969,17 @@ class RedisStore(Store):
     # Writing: one atomic compare-and-set on the version.
 
     def write_if_unchanged(self, expected: _Snapshot, new: AuthDotJson) -> bool:
-        return self._commit(str(expected.version), new)
+        """After a request, its answer is the only copy of the new tokens (the old refresh
+        token is spent): while peers wait for it, a Redis that does not answer is tried
+        again, so that a restart does not cost the fleet its login."""
+        end, self._flight_end = self._flight_end, 0.0
+        while True:
+            try:
+                return self._commit(str(expected.version), new)
+            except StoreUnreachableError:
+                if time.monotonic() + _REDIS_COMMIT_RETRY >= end:
+                    raise
+                time.sleep(_REDIS_COMMIT_RETRY)
 
     def save(self, auth: AuthDotJson) -> None:
         self._commit("", auth)

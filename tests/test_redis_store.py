@@ -1,0 +1,823 @@
+"""The Redis store: one login for many machines, against a real redis-server and real processes.
+
+Each "machine" is its own HOME and CODEX_HOME directory (so its own per-machine file lock);
+they share one redis-server (tests/redis_server.py) and one loopback TokenServer. Children are
+``codexauth`` processes (tests/children/redis_peer.py, which can also shorten the fleet lock's
+TTL or die before its request), started together by support.Racers. Outcomes are what a user
+sees: POSTs at the endpoint, exit codes and messages, tokens compared through fp(), and the
+login as Redis holds it. A password is only ever checked for with booleans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+import pytest
+from redis_server import RedisServer
+from support import (
+    EXPIRED_MESSAGE,
+    REVOKED_MESSAGE,
+    Racers,
+    TokenServer,
+    access_token,
+    child,
+    fp,
+    id_token,
+    py_env,
+    run_py,
+    stored,
+    write_auth_json,
+)
+
+import codexauth
+
+CHILD_TIMEOUT = 60.0
+WAIT_TIMEOUT = 30.0  # hang guard for each wait on a child or the server; never a measure
+PEER = "redis_peer"
+LOGIN_KEY = "codexauth:{%s}:login"
+LOCK_KEY = "codexauth:{%s}:lock"
+# redis.md section 8's minimal ACL, without pub/sub (this implementation does not use it).
+ACL_COMMANDS = (
+    "-@all +hgetall +hget +hset +hdel +time +evalsha +script|load +set +get +pexpire +pttl +del"
+)
+# What `--verbose` logs once a process holds both refresh locks (no token in it); used only to
+# know when a waiter has looked at the store, never as an outcome.
+LOCK_TAKEN = b"refresh lock taken"
+
+
+# Machines sharing a store ######################################################
+
+
+class Fleet:
+    """Machines sharing one Redis store: machine N is ``root/machine-N`` (HOME) and its
+    ``.codex`` (CODEX_HOME), with CODEXAUTH_STORE (and CODEXAUTH_NAMESPACE) set."""
+
+    def __init__(
+        self, root: Path, server: TokenServer, url: str, namespace: str | None = None
+    ) -> None:
+        self.root, self.server, self.url, self.namespace = root, server, url, namespace
+
+    def home(self, machine: int) -> Path:
+        path = self.root / f"machine-{machine}" / ".codex"
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return path
+
+    def env(self, machine: int, extra: Mapping[str, str | None] | None = None) -> dict[str, str]:
+        home = self.home(machine)
+        env: dict[str, str | None] = {
+            codexauth.STORE_ENV_VAR: self.url,
+            codexauth.NAMESPACE_ENV_VAR: self.namespace,
+            "XDG_RUNTIME_DIR": str(home.parent / ".run"),
+            "XDG_STATE_HOME": str(home.parent / ".local" / "state"),
+            **(extra or {}),
+        }
+        return py_env(home, self.server.url, env)
+
+    def run(
+        self, machine: int, *args: str, extra: Mapping[str, str | None] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``codexauth ARGS`` (redis_peer's flags first, if any) on `machine`, to the end."""
+        home = self.home(machine)
+        env = self.env(machine, extra)
+        return run_py(child(PEER, *args), codex_home=home, env=env, timeout=CHILD_TIMEOUT)
+
+    def start(self, machine: int, *args: str) -> subprocess.Popen[bytes]:
+        """The same, left running: its output is bytes, read by the test."""
+        return subprocess.Popen(
+            [sys.executable, *child(PEER, *args)],
+            env=self.env(machine),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    @contextlib.contextmanager
+    def herd(self, commands: Mapping[int, Sequence[Sequence[str]]]) -> Iterator[list[Racers]]:
+        """Per machine, one child per command, all waiting at their barriers (imports paid);
+        the caller releases them (release()) and collects them (finish())."""
+        with contextlib.ExitStack() as stack:
+            groups = []
+            for machine, machine_commands in commands.items():
+                group = stack.enter_context(Racers(self.env(machine)))
+                for args in machine_commands:
+                    group.spawn(script=child(PEER)[0], args=args)
+                groups.append(group)
+            for group in groups:
+                group.wait_ready()
+            yield groups
+
+    def race(
+        self, commands: Mapping[int, Sequence[Sequence[str]]]
+    ) -> list[subprocess.CompletedProcess[str]]:
+        """herd(), released at once; every child's result, machine by machine."""
+        with self.herd(commands) as groups:
+            return finish(release(groups))
+
+
+def release(groups: list[Racers]) -> list[Racers]:
+    for group in groups:
+        group.release()
+    return groups
+
+
+def finish(groups: list[Racers]) -> list[subprocess.CompletedProcess[str]]:
+    return [result for group in groups for result in group.finish(timeout=CHILD_TIMEOUT)]
+
+
+def expired_login(home: Path, refresh: str = "rt-0", **kwargs: Any) -> Path:
+    return write_auth_json(home, access=access_token(time.time() - 60), refresh=refresh, **kwargs)
+
+
+def scrubbed(text: str, hidden: Sequence[str] = ()) -> str:
+    """`text` fit for an assertion message: each of `hidden` (passwords) replaced by ***."""
+    for secret in sorted(hidden, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def failures(
+    results: Sequence[subprocess.CompletedProcess[str]], code: int = 0, hidden: Sequence[str] = ()
+) -> list[str]:
+    """The stderr ends of the children that did not exit with `code` (never a token; the
+    passwords in `hidden` scrubbed)."""
+    return [
+        f"exit {r.returncode}: {scrubbed(r.stderr, hidden)[-300:]}"
+        for r in results
+        if r.returncode != code
+    ]
+
+
+def one_line(text: str) -> bool:
+    return text.startswith("codexauth: ") and text.count("\n") == 1 and text.endswith("\n")
+
+
+def client(redis_py: ModuleType, url: str) -> Any:
+    return redis_py.Redis.from_url(url, socket_timeout=5.0, retry=None)
+
+
+def fields(r: Any, namespace: str = "default") -> dict[bytes, bytes]:
+    found: dict[bytes, bytes] = r.hgetall(LOGIN_KEY % namespace)
+    return found
+
+
+def stored_tokens(r: Any, namespace: str = "default") -> dict[str, Any]:
+    """The ``tokens`` of the login Redis holds (compare them through fp())."""
+    tokens: dict[str, Any] = json.loads(fields(r, namespace)[b"doc"])["tokens"]
+    return tokens
+
+
+def issued(server: TokenServer, field: str = "access_token") -> str | None:
+    assert server.last_issued is not None, "the server issued nothing"
+    return fp(server.last_issued[field])
+
+
+def valid(server: TokenServer) -> set[str | None]:
+    """fp() of the refresh tokens the server would accept now."""
+    return {fp(token) for token in server.valid}
+
+
+def posts_with(server: TokenServer, refresh_token: str) -> int:
+    return sum(
+        isinstance(body, dict) and body.get("refresh_token") == refresh_token
+        for body in server.requests
+    )
+
+
+def wait_until(done: Callable[[], bool], what: str, timeout: float = WAIT_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout:g} s waiting until {what}")
+        time.sleep(0.005)
+
+
+def read_until(proc: subprocess.Popen[Any], marker: bytes) -> bytes:
+    """What `proc` wrote to stderr up to `marker` (or its exit), read without blocking."""
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    os.set_blocking(fd, False)
+    seen = b""
+    deadline = time.monotonic() + WAIT_TIMEOUT
+    try:
+        while marker not in seen and time.monotonic() < deadline:
+            try:
+                chunk = os.read(fd, 4096)
+            except BlockingIOError:
+                time.sleep(0.005)
+                continue
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.set_blocking(fd, True)
+    return seen
+
+
+def reap(proc: subprocess.Popen[bytes]) -> tuple[int, bytes, bytes]:
+    try:
+        out, err = proc.communicate(timeout=CHILD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError("a child was still running after its time") from None
+    return proc.returncode, out, err
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, token_server: TokenServer, redis_url: str) -> Fleet:
+    return Fleet(tmp_path, token_server, redis_url)
+
+
+@pytest.fixture
+def store(redis_py: ModuleType, redis_url: str) -> Any:
+    """A redis-py client to the fleet's Redis, for the test to look at what it holds."""
+    return client(redis_py, redis_url)
+
+
+def pushed_expired(fleet: Fleet, machine: int = 0) -> None:
+    expired_login(fleet.home(machine))
+    result = fleet.run(machine, "push")
+    assert result.returncode == 0, result.stderr
+
+
+# 1. One refresh for the whole fleet ############################################
+
+
+@pytest.mark.slow
+def test_eight_machines_of_eight_processes_one_post(
+    fleet: Fleet, token_server: TokenServer, store: Any
+) -> None:
+    pushed_expired(fleet)
+
+    results = fleet.race({machine: [["token"]] * 8 for machine in range(8)})
+
+    assert failures(results) == []
+    assert token_server.post_count == 1
+    assert {fp(r.stdout.strip()) for r in results} == {issued(token_server)}
+    tokens = stored_tokens(store)
+    assert fp(tokens["refresh_token"]) in valid(token_server)
+    assert fp(tokens["refresh_token"]) == issued(token_server, "refresh_token")
+    assert fp(tokens["access_token"]) == issued(token_server)
+
+
+# 2. A dead login: one POST finds out, everyone is told #########################
+
+
+@pytest.mark.parametrize(
+    ("refresh", "message"),
+    [("rt-0", EXPIRED_MESSAGE), ("rt-never-issued", REVOKED_MESSAGE)],
+    ids=["refresh-token-expired", "refresh-token-unknown"],
+)
+def test_dead_login_one_post_everyone_exits_4(
+    fleet: Fleet, token_server: TokenServer, store: Any, refresh: str, message: str
+) -> None:
+    expired_login(fleet.home(0), refresh)
+    assert fleet.run(0, "push").returncode == 0
+    before = fields(store)
+    token_server.delay = 0.2  # the others reach the locks while the one request is out
+    if refresh == "rt-0":
+        # Only the first answer says expired: a second POST would get new tokens and exit 0.
+        token_server.fail_next(401, {"error": {"code": "refresh_token_expired"}})
+
+    results = fleet.race({machine: [["token"]] * 2 for machine in range(3)})
+
+    assert failures(results, 4) == []
+    assert {r.stderr for r in results} == {f"codexauth: {message}\n"}
+    assert token_server.post_count == 1
+    assert fields(store)[b"doc"] == before[b"doc"]
+    # Remembered in the store: a machine that comes later does not ask either.
+    late = fleet.run(3, "token")
+    assert (late.returncode, late.stderr) == (4, f"codexauth: {message}\n")
+    assert token_server.post_count == 1
+
+
+# 3. A holder killed before its request #########################################
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        ["--set", "REDIS_LOCK_IDLE_TTL=3", "--hold-and-die"],
+        ["--set", "REDIS_LOCK_MARGIN=1.5", "--set", "REDIS_FLIGHT_GRACE=0.5", "--die-before-post"],
+    ],
+    ids=["killed-holding-the-lock", "killed-after-announcing-its-request"],
+)
+def test_holder_killed_before_its_post_another_machine_refreshes(
+    fleet: Fleet, token_server: TokenServer, store: Any, fault: list[str]
+) -> None:
+    pushed_expired(fleet)
+    # kill -9, holding the fleet lock (for 3 s), or having announced its request (for
+    # 1 + 1.5 + 0.5 s) and extended the lock (1 + 1.5 s): nothing was sent.
+    killed = fleet.run(0, *fault, "--timeout", "1", "token")
+    assert killed.returncode == -signal.SIGKILL
+    assert store.pttl(LOCK_KEY % "default") > 0, "the dead holder left no lock to outlast"
+    assert token_server.post_count == 0
+
+    results = fleet.race(
+        {machine: [["--lock-timeout", "20", "token"]] * 2 for machine in range(3)}
+    )
+
+    assert failures(results) == []
+    assert token_server.post_count == 1
+    assert {fp(r.stdout.strip()) for r in results} == {issued(token_server)}
+    assert fp(stored_tokens(store)["refresh_token"]) == issued(token_server, "refresh_token")
+    assert fp(stored_tokens(store)["refresh_token"]) in valid(token_server)
+
+
+# 4. A holder paused mid-request past its lock's TTL ############################
+
+
+def test_paused_holder_past_its_lock_ttl_no_second_post(
+    fleet: Fleet, token_server: TokenServer, store: Any
+) -> None:
+    pushed_expired(fleet)
+    version = fields(store)[b"version"]
+    token_server.delay = 1.0
+    # Its lock lapses 2 + 0.1 s after the request starts; its flight stands 30 s longer.
+    short_ttl = ["--set", "REDIS_LOCK_MARGIN=0.1", "--set", "REDIS_FLIGHT_GRACE=30"]
+    holder = fleet.start(0, *short_ttl, "--timeout", "2", "token")
+    waiter = None
+    try:
+        wait_until(lambda: token_server.post_count == 1, "the holder's request arrived")
+        holder.send_signal(signal.SIGSTOP)
+        assert fields(store)[b"version"] == version, "the holder committed before its pause"
+        wait_until(lambda: not store.exists(LOCK_KEY % "default"), "the holder's lock lapsed")
+
+        waiter = fleet.start(1, "--verbose", "token")
+        seen = read_until(waiter, LOCK_TAKEN)
+        assert LOCK_TAKEN in seen, "the waiter never took the lapsed lock"
+        time.sleep(0.5)  # room for the wrong move: a POST of the token in flight
+        assert token_server.post_count == 1
+    finally:
+        holder.send_signal(signal.SIGCONT)
+    holder_code, holder_out, holder_err = reap(holder)
+    waiter_code, waiter_out, waiter_err = reap(waiter)
+
+    assert (holder_code, waiter_code) == (0, 0), (holder_err[-300:], waiter_err[-300:])
+    assert posts_with(token_server, "rt-0") == 1
+    assert token_server.post_count == 1
+    new = issued(token_server)
+    assert (fp(holder_out.decode().strip()), fp(waiter_out.decode().strip())) == (new, new)
+    assert fp(stored_tokens(store)["access_token"]) == new
+    assert fp(stored_tokens(store)["refresh_token"]) == issued(token_server, "refresh_token")
+
+
+# 5. Redis stopped mid-herd, then restarted #####################################
+
+
+def test_redis_stopped_mid_herd_then_restarted(
+    tmp_path: Path,
+    token_server: TokenServer,
+    start_redis: Callable[..., RedisServer],
+    redis_py: ModuleType,
+) -> None:
+    password = "pw-" + secrets.token_hex(12)
+    server = start_redis(password=password)
+    fleet = Fleet(tmp_path, token_server, server.url())
+    pushed_expired(fleet)
+    token_server.delay = 1.0
+
+    with fleet.herd({machine: [["token"]] * 3 for machine in range(3)}) as groups:
+        release(groups)
+        wait_until(lambda: token_server.post_count == 1, "the one request arrived")
+        server.stop(save=True)  # persisted, as a real Redis restarting would be
+        procs = [proc for group in groups for proc in group.procs]
+        wait_until(
+            lambda: sum(proc.poll() is not None for proc in procs) >= len(procs) - 1,
+            "every process but the one mid-request gave up",
+        )
+        server.start()
+        results = finish(groups)
+
+    shown = [i for i, r in enumerate(results) if password in r.stdout + r.stderr]
+    assert not shown, f"children {shown} showed the password"
+    codes = [r.returncode for r in results]
+    assert sorted(codes) == [0] + [5] * (len(codes) - 1), failures(results, 0, [password])
+    redacted = f"redis://127.0.0.1:{server.port}/0"
+    for result in results:
+        if result.returncode == 5:
+            assert one_line(result.stderr), result.stderr
+            assert redacted in result.stderr, result.stderr
+    # The one that was mid-request committed once Redis was back: the login is intact.
+    (holder,) = [r for r in results if r.returncode == 0]
+    assert fp(holder.stdout.strip()) == issued(token_server)
+    after = fleet.run(3, "token")
+    assert after.returncode == 0, after.stderr
+    assert fp(after.stdout.strip()) == issued(token_server)
+    assert token_server.post_count == 1
+    tokens = stored_tokens(client(redis_py, server.url()))
+    assert fp(tokens["refresh_token"]) == issued(token_server, "refresh_token")
+
+
+def test_redis_down_when_the_answer_lands_the_holder_commits_once_it_is_back(
+    tmp_path: Path,
+    token_server: TokenServer,
+    start_redis: Callable[..., RedisServer],
+    redis_py: ModuleType,
+) -> None:
+    # The answer is the only copy of the new tokens, and the old refresh token is spent: a
+    # holder that gave up on the commit would leave the fleet a dead login.
+    server = start_redis()
+    fleet = Fleet(tmp_path, token_server, server.url())
+    pushed_expired(fleet)
+    token_server.delay = 0.5
+
+    with fleet.herd({machine: [["--verbose", "token"]] * 2 for machine in range(2)}) as groups:
+        release(groups)
+        wait_until(lambda: token_server.post_count == 1, "the one request arrived")
+        server.stop(save=True)
+        procs = [proc for group in groups for proc in group.procs]
+        wait_until(
+            lambda: sum(proc.poll() is not None for proc in procs) >= len(procs) - 1,
+            "every process but the one mid-request gave up",
+        )
+        (holder,) = [proc for proc in procs if proc.poll() is None]
+        seen = read_until(holder, b"refresh succeeded")
+        assert b"refresh succeeded" in seen, "the holder's request did not succeed"
+        time.sleep(0.5)  # its commit meets the stopped server
+        server.start()
+        results = finish(groups)
+
+    codes = sorted(r.returncode for r in results)
+    assert codes == [0] + [5] * (len(codes) - 1), failures(results)
+    after = fleet.run(2, "token")
+    assert after.returncode == 0, after.stderr
+    assert fp(after.stdout.strip()) == issued(token_server)
+    assert token_server.post_count == 1
+    tokens = stored_tokens(client(redis_py, server.url()))
+    assert fp(tokens["refresh_token"]) == issued(token_server, "refresh_token")
+
+
+def test_warm_process_serves_its_valid_token_while_redis_is_down(
+    fleet: Fleet, token_server: TokenServer, redis_server: RedisServer
+) -> None:
+    write_auth_json(fleet.home(0))  # an hour left
+    assert fleet.run(0, "push").returncode == 0
+    fresh = codexauth.CodexAuth(fleet.home(1), store=fleet.url)
+    token = fresh.get_token()
+    # Inside the refresh window (4 min left): due, but still good for a while.
+    due = codexauth.CodexAuth(fleet.home(2), store=fleet.url)
+    write_auth_json(fleet.home(2), access=access_token(time.time() + 240), refresh="rt-0")
+    assert fleet.run(2, "push", "--force").returncode == 0
+    due_token = due.get_token_data().access_token  # read, not refreshed
+
+    redis_server.stop()
+
+    for _ in range(3):
+        assert fp(fresh.get_token()) == fp(token)
+        assert fp(due.get_token()) == fp(due_token)  # its refresh failed: the store is down
+    with pytest.raises(codexauth.StoreUnreachableError):
+        codexauth.CodexAuth(fleet.home(3), store=fleet.url).get_token()  # cold: nothing held
+    assert token_server.post_count == 0
+
+
+# 6. A password in the URL is never shown #######################################
+
+
+@pytest.mark.slow
+def test_password_never_shown_and_the_acl_user_runs_the_herd(
+    tmp_path: Path,
+    token_server: TokenServer,
+    start_redis: Callable[..., RedisServer],
+    redis_py: ModuleType,
+) -> None:
+    admin, user_pw, narrow_pw = ("pw-" + secrets.token_hex(12) for _ in range(3))
+    server = start_redis(
+        password=admin,
+        users=[
+            f"codexauth on >{user_pw} resetkeys resetchannels ~codexauth:* {ACL_COMMANDS}",
+            # The same, without the scripts: a misconfigured ACL.
+            f"narrow on >{narrow_pw} resetkeys resetchannels ~codexauth:* "
+            + ACL_COMMANDS.replace(" +evalsha", ""),
+        ],
+    )
+    url = server.url("codexauth", user_pw)
+    fleet = Fleet(tmp_path, token_server, url)
+    outputs: dict[str, str] = {}
+
+    def run(name: str, machine: int, *args: str, url: str = url) -> tuple[int, str, str]:
+        """The exit code and output, passwords scrubbed (outputs[name] keeps them as shown)."""
+        result = fleet.run(machine, *args, extra={codexauth.STORE_ENV_VAR: url})
+        outputs[name] = result.stdout + result.stderr
+        hidden = (admin, user_pw, narrow_pw)
+        return result.returncode, scrubbed(result.stdout, hidden), scrubbed(result.stderr, hidden)
+
+    expired_login(fleet.home(0))
+    assert run("push", 0, "--verbose", "push")[0] == 0
+    results = fleet.race({machine: [["--verbose", "token"]] * 3 for machine in range(3)})
+    outputs.update({f"herd {i}": r.stdout + r.stderr for i, r in enumerate(results)})
+    assert failures(results, 0, [admin, user_pw, narrow_pw]) == []
+    assert token_server.post_count == 1
+    assert {fp(r.stdout.strip()) for r in results} == {issued(token_server)}
+
+    assert run("token", 3, "token")[0] == 0
+    code, out, _ = run("status", 3, "status")
+    assert code == 0
+    assert f"Store:             redis://codexauth@127.0.0.1:{server.port}/0\n" in out
+    code, out, _ = run("status --json", 3, "status", "--json")
+    assert code == 0
+    assert json.loads(out)["store"] == f"redis://codexauth@127.0.0.1:{server.port}/0"
+    assert run("refresh", 3, "--verbose", "refresh")[0] == 0
+    assert run("pull", 3, "--verbose", "pull")[0] == 0
+    code, out, _ = run("push again", 3, "--verbose", "push")
+    assert code == 0 and "holds this login already" in out
+    assert run("store in argv", 4, "--store", url, "status")[0] == 0
+    assert token_server.post_count == 2  # the herd's, and the forced one
+
+    # Failures: one line each, naming the store without the password.
+    wrong = server.url("codexauth", "not-" + user_pw)
+    bare = server.url("codexauth", "")
+    narrow = server.url("narrow", narrow_pw)
+    for name, machine, args, store_url, expected in [
+        ("wrong password", 4, ["token"], wrong, 1),
+        ("wrong password status", 4, ["status", "--json"], wrong, 1),
+        ("wrong password verbose", 4, ["--verbose", "token"], wrong, 1),
+        ("no password", 4, ["token"], bare, 1),
+        ("missing ACL command", 0, ["push", "--force"], narrow, 1),
+    ]:
+        code, out, err = run(name, machine, *args, url=store_url)
+        assert (code, out) == (expected, ""), name
+        assert one_line(err) and f"127.0.0.1:{server.port}/0" in err, (name, err)
+    assert fp(stored_tokens(client(redis_py, url))["refresh_token"]) in valid(token_server)
+    server.stop()
+    code, out, err = run("unreachable", 3, "refresh", url=url)
+    assert code == 5 and one_line(err) and f"127.0.0.1:{server.port}/0" in err, err
+    code, out, err = run("unreachable verbose", 3, "--verbose", "refresh", url=url)
+    assert code == 5 and one_line(err.splitlines(keepends=True)[-1]), err
+
+    passwords = {"admin": admin, "user": user_pw, "narrow": narrow_pw}
+    shown = [(n, p) for n, text in outputs.items() for p, pw in passwords.items() if pw in text]
+    assert not shown, f"passwords shown (output, whose): {shown}"
+
+
+# 7. push and pull around a lockless local refresh ##############################
+
+
+def test_push_adopts_a_lockless_local_refresh_and_refuses_a_stale_one(
+    fleet: Fleet, token_server: TokenServer, store: Any
+) -> None:
+    write_auth_json(fleet.home(0))  # rt-0, an hour left
+    assert fleet.run(0, "push").returncode == 0
+    for machine in (1, 3):
+        pulled = fleet.run(machine, "pull")
+        assert pulled.returncode == 0, pulled.stderr
+        assert fp(stored(fleet.home(machine))["refresh_token"]) == fp("rt-0")
+
+    # On machine 1 the Codex CLI refreshes auth.json itself, taking no lock of ours.
+    auth_json = str(fleet.home(1) / "auth.json")
+    with Racers(fleet.env(1)) as racers:
+        racers.spawn(
+            script=child("codex_like_peer")[0],
+            args=[auth_json, token_server.url, "0", "flock-rename"],
+        )
+        racers.release()
+        (peer,) = racers.finish(timeout=CHILD_TIMEOUT)
+    verdict, _, peer_token = peer.stdout.strip().partition(" ")
+    assert verdict == "won", peer.stderr
+    assert token_server.post_count == 1
+
+    pushed = fleet.run(1, "push")
+    assert pushed.returncode == 0, pushed.stderr
+    assert fp(stored_tokens(store)["refresh_token"]) == fp(stored(fleet.home(1))["refresh_token"])
+    assert fp(stored_tokens(store)["refresh_token"]) in valid(token_server)
+    used = fleet.run(2, "token")
+    assert used.returncode == 0, used.stderr
+    assert fp(used.stdout.strip()) == fp(peer_token)
+    assert token_server.post_count == 1  # the fleet adopted it: no request of its own
+
+    # Machine 3 pulled rt-0 before: its auth.json is older than the store.
+    before = fields(store)
+    stale = fleet.run(3, "push")
+    assert stale.returncode == 1 and one_line(stale.stderr), stale.stderr
+    assert "refusing to push" in stale.stderr and stale.stdout == ""
+    assert fields(store) == before
+    forced = fleet.run(3, "push", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert fp(stored_tokens(store)["refresh_token"]) == fp("rt-0")
+    assert int(fields(store)[b"version"]) == int(before[b"version"]) + 1
+    assert token_server.post_count == 1
+
+
+# 8. The warm path: one read per process while the token is fresh ##############
+
+
+def data_calls(server: RedisServer) -> dict[str, int]:
+    """Commands Redis ran since the last reset, by name, without the test's own and the
+    connection's handshake (redis-py 5+ announces itself with CLIENT SETINFO)."""
+    text = server.command("INFO", "commandstats")
+    assert isinstance(text, bytes)
+    ignored = {"info", "config|resetstat", "client|setinfo", "hello", "auth", "select"}
+    calls = {}
+    for line in text.decode().splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, stats = line[len("cmdstat_") :].partition(":")
+            count = int(dict(kv.split("=") for kv in stats.split(","))["calls"])
+            if name not in ignored and count:
+                calls[name] = count
+    return calls
+
+
+def test_warm_path_one_round_trip_per_process(
+    fleet: Fleet, token_server: TokenServer, redis_server: RedisServer
+) -> None:
+    write_auth_json(fleet.home(0))  # an hour left
+    assert fleet.run(0, "push").returncode == 0
+    redis_server.command("CONFIG", "RESETSTAT")
+
+    auth = codexauth.CodexAuth(fleet.home(1), store=fleet.url)
+    first, second = auth.get_token(), auth.get_token()
+    assert fp(first) == fp(second)
+    assert data_calls(redis_server) == {"hgetall": 1}
+
+    # A long-lived process: many calls, and no further round trip.
+    redis_server.command("CONFIG", "RESETSTAT")
+    for _ in range(200):
+        assert fp(auth.get_token()) == fp(first)
+        auth.get_account_id()
+    assert data_calls(redis_server) == {}
+    assert token_server.post_count == 0
+
+
+# 9. Namespaces ###################################################################
+
+
+def test_two_namespaces_hold_two_logins_independently(
+    tmp_path: Path, token_server: TokenServer, redis_url: str, store: Any
+) -> None:
+    token_server.issue("rt-b0")
+    team_a = Fleet(tmp_path / "a", token_server, redis_url, namespace="team-a")
+    team_b = Fleet(tmp_path / "b", token_server, redis_url, namespace="team.b_2")
+    expired_login(team_a.home(0), "rt-0", account_id="acct-a")
+    expired_login(team_b.home(0), "rt-b0", account_id="acct-b", id_tok=id_token("b@example.com"))
+    for team in (team_a, team_b):
+        assert team.run(0, "push").returncode == 0
+    assert sorted(store.keys("codexauth:*")) == [
+        b"codexauth:{team-a}:login",
+        b"codexauth:{team.b_2}:login",
+    ]
+
+    a, b = team_a.run(1, "token"), team_b.run(1, "token")
+
+    assert (a.returncode, b.returncode) == (0, 0), (a.stderr, b.stderr)
+    assert fp(a.stdout.strip()) != fp(b.stdout.strip())
+    assert token_server.post_count == 2
+    assert posts_with(token_server, "rt-0") == posts_with(token_server, "rt-b0") == 1
+    tokens_a, tokens_b = stored_tokens(store, "team-a"), stored_tokens(store, "team.b_2")
+    assert (tokens_a["account_id"], tokens_b["account_id"]) == ("acct-a", "acct-b")
+    assert fp(tokens_a["access_token"]) == fp(a.stdout.strip())
+    assert fp(tokens_b["access_token"]) == fp(b.stdout.strip())
+    assert {fp(tokens_a["refresh_token"]), fp(tokens_b["refresh_token"])} == valid(token_server)
+    status = team_b.run(2, "status")
+    assert "Namespace:         team.b_2\n" in status.stdout
+    assert "Account:           acct-b\n" in status.stdout
+    # The default namespace holds nothing.
+    missing = Fleet(tmp_path / "c", token_server, redis_url).run(0, "token")
+    assert missing.returncode == 3 and one_line(missing.stderr), missing.stderr
+
+
+def test_bad_namespace_is_a_one_line_error(
+    fleet: Fleet,
+    store: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    write_auth_json(fleet.home(0))
+    monkeypatch.setenv("CODEX_HOME", str(fleet.home(0)))
+    monkeypatch.setenv(codexauth.STORE_ENV_VAR, fleet.url)
+    cases = [
+        ("a:b", ["push"]),
+        ("{x}", ["token"]),
+        ("*", ["status"]),
+        ("a b", ["pull"]),
+        ("x" * 65, ["push", "--force"]),
+        ("line\nbreak", ["token"]),
+        ("\u00e9", ["refresh"]),
+    ]
+    for namespace, args in cases:
+        monkeypatch.setenv(codexauth.NAMESPACE_ENV_VAR, namespace)
+        assert codexauth.main(args) == 1, (namespace, args)
+        monkeypatch.delenv(codexauth.NAMESPACE_ENV_VAR)
+        assert codexauth.main(["--namespace", namespace, *args]) == 1, (namespace, args)
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 2, err
+        for line in err.splitlines():
+            assert line.startswith("codexauth: CODEXAUTH_NAMESPACE must be 1-64 letters, digits")
+    assert store.dbsize() == 0
+
+
+# 10. status ######################################################################
+
+
+def test_status_shows_store_namespace_and_who_refreshed_never_a_token(
+    tmp_path: Path,
+    token_server: TokenServer,
+    start_redis: Callable[..., RedisServer],
+    redis_py: ModuleType,
+) -> None:
+    password = "pw-" + secrets.token_hex(12)
+    server = start_redis(password=password)
+    fleet = Fleet(tmp_path, token_server, server.url())
+    pushed_expired(fleet)
+    started = time.time()
+    refresher = fleet.start(1, "token")
+    code, out, err = reap(refresher)
+    assert code == 0, scrubbed(err.decode(), [password])[-300:]
+    ended = time.time()
+
+    text = fleet.run(2, "status")
+    as_json = fleet.run(2, "status", "--json")
+
+    tokens = stored_tokens(client(redis_py, server.url()))
+    held = [tokens[k] for k in ("access_token", "refresh_token", "id_token")]
+    for output in (text, as_json):  # first: the checks below would print what they saw
+        leaked = [i for i, s in enumerate([*held, password]) if s in output.stdout]
+        assert not leaked, f"status showed secret #{leaked}"
+    assert (text.returncode, as_json.returncode) == (0, 0), failures(
+        [text, as_json], 0, [password]
+    )
+    redacted = f"redis://127.0.0.1:{server.port}/0"
+    by = f"{socket.gethostname()} pid {refresher.pid}"
+    assert f"Store:             {redacted}\n" in text.stdout
+    assert "Namespace:         default\n" in text.stdout
+    assert f"Refreshed by:      {by}\n" in text.stdout
+    assert "Refreshed at:      " in text.stdout
+    info = json.loads(as_json.stdout)
+    assert (info["store"], info["namespace"], info["last_refreshed_by"]) == (
+        redacted,
+        "default",
+        by,
+    )
+    assert info["access_token_fingerprint"] == codexauth._fingerprint(out.decode().strip())[:8]
+    # Redis's clock, in whole seconds: the refresh's own time, not a placeholder.
+    at = codexauth._parse_rfc3339(info["last_refreshed_at"]).timestamp()
+    assert int(started) <= at <= ended
+
+
+# 11. The transient backoff is the fleet's ######################################
+
+
+def test_failing_endpoint_backs_the_whole_fleet_off(
+    fleet: Fleet, token_server: TokenServer, store: Any
+) -> None:
+    pushed_expired(fleet)
+    before = fields(store)[b"doc"]
+    token_server.fail_next(500, {"error": "server_error"})
+    # The others are started and at their barriers first: the backoff (5 s) is not spent on
+    # their start-up.
+    with fleet.herd({machine: [["token"]] * 2 for machine in range(1, 4)}) as groups:
+        first = fleet.run(0, "token")
+        assert first.returncode == 5 and one_line(first.stderr), first.stderr
+        assert "HTTP 500" in first.stderr
+        assert token_server.post_count == 1
+        results = finish(release(groups))
+
+    assert failures(results, 5) == []
+    assert all(one_line(r.stderr) and "a refresh just failed" in r.stderr for r in results)
+    assert token_server.post_count == 1
+    assert fields(store)[b"doc"] == before
+
+
+# 12. A newer login saved during the request is kept ############################
+
+
+def test_commit_keeps_a_login_pushed_during_the_request(
+    fleet: Fleet, token_server: TokenServer, store: Any
+) -> None:
+    pushed_expired(fleet)
+    token_server.delay = 1.0
+    # Its lock lapses 2 + 0.1 s after the request starts, while it is stopped.
+    holder = fleet.start(0, "--set", "REDIS_LOCK_MARGIN=0.1", "--timeout", "2", "token")
+    try:
+        wait_until(lambda: token_server.post_count == 1, "the holder's request arrived")
+        holder.send_signal(signal.SIGSTOP)
+        wait_until(lambda: not store.exists(LOCK_KEY % "default"), "the holder's lock lapsed")
+        # Meanwhile another machine signs in anew and replaces the login.
+        token_server.issue("rt-new")
+        write_auth_json(fleet.home(1), refresh="rt-new")
+        forced = fleet.run(1, "push", "--force")
+        assert forced.returncode == 0, forced.stderr
+        pushed = fields(store)
+    finally:
+        holder.send_signal(signal.SIGCONT)
+    code, out, err = reap(holder)
+
+    assert code == 0, err[-300:]  # it still uses the token it was given
+    assert fp(out.decode().strip()) == issued(token_server)
+    assert fields(store) == pushed  # the newer login stands
+    assert fp(stored_tokens(store)["refresh_token"]) == fp("rt-new")
+    later = fleet.run(2, "token")
+    assert later.returncode == 0, later.stderr
+    assert fp(later.stdout.strip()) == fp(stored(fleet.home(1))["access_token"])
+    assert token_server.post_count == 1
