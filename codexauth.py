@@ -1842,13 +1842,13 @@ class RedisStore(Store):
                 ) from None
             # Both timeouts, and no retries: redis-py's defaults differ by version,
             # from blocking forever to ten retries with backoff.
-            self._client = redis.Redis.from_url(
-                self.url,
-                socket_timeout=self._io_timeout,
-                socket_connect_timeout=self._io_timeout,
-                retry=Retry(NoBackoff(), 0),
-                health_check_interval=0,
-            )
+            options: dict[str, Any] = {
+                "socket_timeout": self._io_timeout,
+                "socket_connect_timeout": self._io_timeout,
+                "retry": Retry(NoBackoff(), 0),
+                "health_check_interval": 0,
+            }
+            self._client = redis.Redis.from_url(self.url, **options)
             self._commit_script = self._client.register_script(_REDIS_COMMIT)
         return self._client
 
@@ -3210,7 +3210,7 @@ class CodexAuth:
         if revoke:  # bad input fails before the lock, leaving auth.json as it was
             _check_refresh_url(url, "revoke")
             _ca_bundle()
-        if not os.path.lexists(self.auth_file):
+        if self.store.read(force=True) is None:
             return False  # nothing to revoke or delete: no lock file made either
         with self.store.locked(self.lock_timeout):
             if revoke:
@@ -3507,9 +3507,9 @@ def _status(auth: CodexAuth) -> dict[str, Any]:
     return info
 
 
-def _print_status(info: dict[str, Any]) -> None:
+def _print_status(info: dict[str, Any], store: Store) -> None:
     if not info["logged_in"]:
-        print(_printable(str(_not_logged_in(info["auth_file"]))))
+        print(_printable(str(_not_logged_in(store.location, hint=store.login_hint))))
         return
     labels = [
         ("mode", "Mode"),
@@ -3773,7 +3773,7 @@ def _cmd_status(auth: CodexAuth, args: Any) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
     else:
-        _print_status(info)
+        _print_status(info, auth.store)
     return EXIT_OK if info["logged_in"] else EXIT_NOT_LOGGED_IN
 
 
