@@ -1282,11 +1282,13 @@ class FileStore(Store):
         try:
             return self._read_now()
         except AuthFileError as exc:
-            if not self._torn_by_us() or self._pending(None) is None:
+            if not self._torn_by_us():
                 raise
             if self._lock_key() in _owned_keys():  # this thread holds the lock already
                 return self._finish_torn(exc)
-            with self.locked(DEFAULT_LOCK_TIMEOUT):  # the writer that tore it is gone, or done
+            # Ours, mid-write (a writer slowed by a busy machine) or killed: the lock
+            # waits for the one, and is free to finish the other's write.
+            with self.locked(DEFAULT_LOCK_TIMEOUT):
                 return self._finish_torn(exc)
 
     def _torn_by_us(self) -> bool:
@@ -1613,6 +1615,26 @@ def _try_lock(fd: int, path: str) -> bool:
         raise AuthFileError(path, f"cannot lock: {exc.strerror or exc}") from None
 
 
+def _wait_for(
+    take: Callable[[], bool], done_elsewhere: Callable[[], bool], timeout: float, holder: str
+) -> bool:
+    """Try `take()` until it succeeds (True) or `done_elsewhere()` does (False), polling
+    finely so that waiters wake together; LockTimeoutError, naming `holder`, after `timeout`."""
+    deadline = time.monotonic() + timeout
+    delay = LOCK_POLL_MIN
+    while True:
+        if take():
+            return True
+        if done_elsewhere():
+            return False
+        if time.monotonic() >= deadline:
+            raise LockTimeoutError(
+                f"{REFRESH_FAILED} gave up after {timeout:.3g} s waiting for {holder}"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, LOCK_POLL_MAX)
+
+
 def _same_file(fd: int, path: str) -> bool:
     """Whether `path` still names the file open as `fd` (not deleted, not renamed over)."""
     try:
@@ -1645,30 +1667,24 @@ class _RefreshLock:
 
     def acquire(self, timeout: float, done_elsewhere: Callable[[], bool]) -> bool:
         """Take the lock; False if `done_elsewhere()` turns true while waiting."""
-        deadline = time.monotonic() + timeout
-        delay = LOCK_POLL_MIN
-        while True:
-            if self._threads.acquire(blocking=False):
-                try:
-                    with _held_files_guard:
-                        locked = self._try_all()
-                    if locked:
-                        self._held = True
-                        _owned_keys().add(self.key)
-                        return True
-                except BaseException:
-                    self._threads.release()
-                    raise
-                self._threads.release()
-            if done_elsewhere():
-                return False
-            if time.monotonic() >= deadline:
-                raise LockTimeoutError(
-                    f"{REFRESH_FAILED} gave up after {timeout:.3g} s waiting for another "
-                    f"process to finish refreshing (it holds {self.paths[0]})"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, LOCK_POLL_MAX)
+        holder = f"another process to finish refreshing (it holds {self.paths[0]})"
+        return _wait_for(self._try_once, done_elsewhere, timeout, holder)
+
+    def _try_once(self) -> bool:
+        if not self._threads.acquire(blocking=False):
+            return False
+        try:
+            with _held_files_guard:
+                locked = self._try_all()
+        except BaseException:
+            self._threads.release()
+            raise
+        if not locked:
+            self._threads.release()
+            return False
+        self._held = True
+        _owned_keys().add(self.key)
+        return True
 
     def _try_all(self) -> bool:
         for path in self.paths:
@@ -1902,26 +1918,22 @@ class RedisStore(Store):
         local = self._local_lock()
         if not local.acquire(timeout, done_elsewhere):
             return None
+        taken: list[Any] = []
+
+        def take() -> bool:
+            taken.append(self._try_fleet_lock())
+            return taken[-1] is not None
+
+        holder = f"another machine to finish refreshing ({self.location})"
         try:
-            delay = LOCK_POLL_MIN
-            while True:
-                fleet = self._try_fleet_lock()
-                if fleet is not None:
-                    self._held = fleet
-                    return _FleetLock(local, fleet, self)
-                if done_elsewhere():
-                    local.release()
-                    return None
-                if time.monotonic() >= deadline:
-                    raise LockTimeoutError(
-                        f"{REFRESH_FAILED} gave up after {timeout:.3g} s waiting for another "
-                        f"machine to finish refreshing ({self.location})"
-                    )
-                time.sleep(delay)
-                delay = min(delay * 2, LOCK_POLL_MAX)
+            if _wait_for(take, done_elsewhere, max(deadline - time.monotonic(), 0.0), holder):
+                self._held = taken[-1]
+                return _FleetLock(local, taken[-1], self)
         except BaseException:
             local.release()
             raise
+        local.release()
+        return None
 
     def _try_fleet_lock(self) -> Any:
         """The fleet lock, newly taken for this attempt in this thread; None if held elsewhere."""
@@ -3083,6 +3095,11 @@ class CodexAuth:
         wait = self.store.awaited_peer(refresh_token, self._now())
         if wait:
             return wait, refresh_token
+        if self.store.was_reused(refresh_token):
+            # Its wait for a lockless peer is over, and nothing landed: the login is dead,
+            # whoever gets to record it first.
+            self.store.record_failure(refresh_token, reason=RefreshTokenFailedReason.EXHAUSTED)
+            raise PermanentRefreshError(RefreshTokenFailedReason.EXHAUSTED)
         self.store.check_writable()
         self.store.begin_request(refresh_token, self.timeout)
         _log(_DEBUG, "refresh started: POST %s", url)
@@ -3210,7 +3227,11 @@ class CodexAuth:
         if revoke:  # bad input fails before the lock, leaving auth.json as it was
             _check_refresh_url(url, "revoke")
             _ca_bundle()
-        if self.store.read(force=True) is None:
+        try:
+            present = self.store.read(force=True) is not None
+        except AuthFileError:
+            present = True  # a broken login is still one to delete
+        if not present:
             return False  # nothing to revoke or delete: no lock file made either
         with self.store.locked(self.lock_timeout):
             if revoke:

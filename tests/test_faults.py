@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
+import children.codex_like_peer as codex_peer
 import pytest
 from support import (
     CHILDREN,
@@ -43,6 +44,7 @@ from support import (
     write_auth_json,
 )
 
+import codexauth
 from codexauth import CodexAuth, TransientRefreshError
 
 CHILD_TIMEOUT = 30.0
@@ -841,3 +843,35 @@ def test_a_fork_while_another_thread_takes_the_lock_leaves_the_child_holding_not
     result = run_py(child("fork_mid_lock"), codex_home=codex_home, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout) == {"held_after_release": []}
+
+
+def test_a_token_found_reused_is_not_spent_again_when_its_waiter_died(
+    codex_home: Path, token_server: TokenServer
+) -> None:
+    # A lockless peer spent rt-0 and never wrote. Our process that got "reused" announced
+    # its wait for that peer's write, and was killed during it. Whoever comes after the
+    # wait must not POST rt-0 once more: it is dead, and that is all there is to say.
+    write_auth_json(codex_home, access=access_token(time.time() - 60), refresh="rt-0")
+    codex_peer.refresh(token_server.url, "rt-0")
+    state = codex_home / "codexauth-state.json"
+    waiter = subprocess.Popen(
+        [sys.executable, "-m", "codexauth", "token"],
+        env=py_env(codex_home, token_server.url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: state.exists() and json.loads(state.read_bytes())["peer_until"] > 0)
+    finally:
+        waiter.kill()
+        waiter.wait()
+    assert token_server.post_count == 2  # the peer's, and the waiter's answered "reused"
+    time.sleep(codexauth.REUSE_GRACE + 0.2)  # its wait is over; nobody recorded the verdict
+
+    result = run_py(
+        ["-m", "codexauth", "token"], codex_home=codex_home, token_url=token_server.url
+    )
+
+    assert result.returncode == 4, result.stderr
+    assert "already used" in one_line(result.stderr)
+    assert token_server.post_count == 2

@@ -1034,3 +1034,37 @@ def test_a_container_write_to_a_bind_mounted_file_leaves_the_host_a_whole_file(
     assert fp(read_doc(host)["tokens"]["refresh_token"]) == fp(issued["refresh_token"])
     assert fp(CodexAuth(codex_home).get_token()) == fp(issued["access_token"])
     assert token_server.post_count == 1
+
+
+def test_a_reader_meeting_our_write_torn_for_long_waits_for_it(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    # Longer than a reader's torn-read retries (TORN_READ_WINDOW): the reader must wait for
+    # the writer's lock, not call a file that is being written corrupt.
+    auth_json(access_exp=time.time() - 60)
+    writer = subprocess.Popen(
+        [sys.executable, *child("slow_writer", "1.0")],
+        env=py_env(codex_home, token_server.url),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "spoilt\n"
+        readers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "codexauth", "token"],
+                env=py_env(codex_home, token_server.url),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        outcomes = [reader.communicate(timeout=CHILD_TIMEOUT) for reader in readers]
+    finally:
+        writer.wait(timeout=CHILD_TIMEOUT)
+    issued = token_server.last_issued
+    assert issued is not None
+    assert [r.returncode for r in readers] == [0] * 4, [err[-300:] for _, err in outcomes]
+    assert {fp(out.strip()) for out, _ in outcomes} == {fp(issued["access_token"])}
+    assert token_server.post_count == 1
