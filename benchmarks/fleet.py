@@ -1,6 +1,6 @@
 """Many machines on one Redis store: what one login costs a fleet, measured on one host.
 
-    python benchmarks/fleet.py            # 8 machines x 16 processes, about a minute on 2 cores
+    python benchmarks/fleet.py            # 8 machines x 16 processes, about 100 s on 2 cores
     python benchmarks/fleet.py --quick    # 4 machines x 4 processes, a smoke run
 
 A "machine" is a CODEX_HOME (and HOME) of its own: codexauth's per-machine file lock and
@@ -20,11 +20,11 @@ loopback port (tests/redis_server.py) and measures, printing a plain-text table:
 
 Children are ``codexauth token`` (codexauth.main) with redis-py imported before the barrier,
 as a long-lived process has its store's client already; the refresher imports requests after
-it, as codexauth does. Each prints one JSON
-line: its exit code, when it returned, a fingerprint of its token (never the token), and when
-codexauth logged the steps named in STEPS (the log's format strings only, never their
-arguments). The refresher's "refresh succeeded; writing" is the commit marker: the commit is
-the one Redis command after it. Needs redis-py and redis-server; nothing leaves 127.0.0.1.
+it, as codexauth does. Each prints one JSON line: its exit code, when it returned, a
+fingerprint of its token (never the token), and when codexauth logged the steps named in
+STEPS (the log's format strings only, never their arguments). The refresher's "refresh
+succeeded; writing" is the commit marker: the commit is the one Redis command after it.
+Needs redis-py and redis-server; nothing leaves 127.0.0.1.
 """
 
 from __future__ import annotations
