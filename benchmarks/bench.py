@@ -14,6 +14,8 @@ One invocation measures, and prints as a plain-text table:
    lockless refresher (read, POST with urllib, truncate-then-write), and against N
    processes that only read a fresh token.
 
+Many machines on one Redis store: benchmarks/fleet.py.
+
 Stdlib only, plus tests/support.py's loopback TokenServer (no request leaves 127.0.0.1)
 and its Racers, which release racing children together. Children print a fingerprint
 of the token they got, never the token.
