@@ -3611,8 +3611,9 @@ def _build_parser() -> Any:
     parser.add_argument(
         "--store",
         metavar="URL",
-        help="where the login lives: 'file' (auth.json, the default) or a redis://, rediss:// "
-        f"or unix:// URL shared by many machines (default: ${STORE_ENV_VAR})",
+        help="where the login lives: file (auth.json), keyring, auto, or a redis://, "
+        "rediss:// or unix:// URL shared by many machines (default: "
+        f"${STORE_ENV_VAR}, else what Codex's config.toml says, else file)",
     )
     parser.add_argument(
         "--namespace",
