@@ -4,8 +4,8 @@
 
 One thread takes the lock with the window between flock(2) and codexauth's bookkeeping
 widened to 0.3 s; the main thread forks inside that window; the child lingers. Once the
-parent has released the lock, prints JSON: which lock files someone still holds (none, if
-the child kept no copy of the parent's lock).
+parent has released the lock and the child runs, prints JSON: which lock files someone still
+holds (none, if the child kept no copy of the parent's lock).
 """
 
 from __future__ import annotations
@@ -54,11 +54,16 @@ def main() -> int:
     holder = threading.Thread(target=hold_briefly)
     holder.start()
     inside.wait(10)
+    running_r, running_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # a pool worker, say, that lives on
+        # Python code runs here only after the at-fork hooks, which close the copies.
+        os.write(running_w, b".")
         time.sleep(5)
         os._exit(0)
     holder.join()
+    # Until the child runs at all, it holds copies of whatever was open: wait for it.
+    os.read(running_r, 1)
     held = [n for n in ("auth.lock", "auth.json") if locked_by_someone(os.path.join(home, n))]
     os.kill(pid, 9)
     os.waitpid(pid, 0)
