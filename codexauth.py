@@ -901,8 +901,16 @@ class Store:
         """Raise before a refresh token is spent whose successor could not be stored."""
 
     def write_if_unchanged(self, expected: _Snapshot, new: AuthDotJson) -> bool:
-        """Compare-and-set, under the lock: store `new` only if the login is still `expected`."""
-        raise NotImplementedError
+        """Compare-and-set, under the lock: store `new` only if the login is still `expected`.
+
+        This default compares what a forced read finds; a store with a version of its
+        own (Redis) compares that in one step.
+        """
+        current = self.read(force=True)
+        if current is None or current.auth != expected.auth:
+            return False
+        self.save(new)
+        return True
 
     def save(self, auth: AuthDotJson) -> None:
         """Store `auth` whatever is there now (a new login), under the lock."""
@@ -920,24 +928,17 @@ class Store:
     def _save_state(self, data: bytes) -> None:
         raise NotImplementedError
 
-    def _state(self) -> _SharedState:
+    def shared_state(self) -> _SharedState:
+        """What peers told each other, read once (ask it several questions)."""
         return _SharedState.from_json(self._load_state())
 
     def known_failure(self, refresh_token: str, now: float) -> RefreshTokenError | None:
         """The error a peer's attempt with `refresh_token` left, if it still holds now."""
-        return self._state().error_for(refresh_token, now)
-
-    def awaited_peer(self, refresh_token: str, now: float) -> float:
-        """Seconds left to wait for a lockless peer's successor to `refresh_token`."""
-        return self._state().awaited_peer(refresh_token, now)
-
-    def was_reused(self, refresh_token: str) -> bool:
-        """Whether a peer's request with `refresh_token` was answered as already used."""
-        return self._state().reused(refresh_token)
+        return self.shared_state().error_for(refresh_token, now)
 
     def clock_skew(self) -> float:
         """How far this machine's clock was last found ahead of the token issuer's."""
-        return self._state().clock_skew
+        return self.shared_state().clock_skew
 
     def record_failure(
         self,
@@ -962,7 +963,7 @@ class Store:
 
     def _update_state(self, change: Callable[[_SharedState], None]) -> None:
         """Best effort: the real outcome is what callers see, whatever this manages."""
-        state = self._state()
+        state = self.shared_state()
         change(state)
         try:
             self._save_state(state.to_json())
@@ -1260,6 +1261,7 @@ class FileStore(Store):
         self.auth_file = os.path.join(self.codex_home, AUTH_FILE_NAME)
         self._snapshot: _Snapshot | None = None
         self._state_dir: str | None = None
+        self._pending_at: list[str] | None = None  # see _pending_paths
 
     @property
     def location(self) -> str:  # type: ignore[override]  # a property over the class default
@@ -1459,11 +1461,13 @@ class FileStore(Store):
 
     def _pending_paths(self) -> list[str]:
         """Beside the state; and on another filesystem, for when that one is full."""
-        paths = [os.path.join(self._sidecar_dir(create=False), PENDING_FILE_NAME)]
-        runtime = _private_runtime_dir()
-        if runtime is not None:
-            paths.append(os.path.join(runtime, self._key(), PENDING_FILE_NAME))
-        return paths
+        if self._pending_at is None:
+            paths = [os.path.join(self._sidecar_dir(create=False), PENDING_FILE_NAME)]
+            runtime = _private_runtime_dir()
+            if runtime is not None:
+                paths.append(os.path.join(runtime, self._key(), PENDING_FILE_NAME))
+            self._pending_at = paths
+        return self._pending_at
 
     def write_if_unchanged(self, expected: _Snapshot, new: AuthDotJson) -> bool:
         current = self._read_now()
@@ -2288,13 +2292,6 @@ class KeyringStore(Store):
     def lock(self, timeout: float, done_elsewhere: Callable[[], bool]) -> _RefreshLock | None:
         return self._local.lock(timeout, done_elsewhere)
 
-    def write_if_unchanged(self, expected: _Snapshot, new: AuthDotJson) -> bool:
-        current = self.read(force=True)
-        if current is None or current.auth != expected.auth:
-            return False
-        self.save(new)
-        return True
-
     def save(self, auth: AuthDotJson) -> None:
         # Compact, as Codex writes it (serde_json::to_string).
         self._set(json.dumps(_auth_to_json(auth), separators=(",", ":")))
@@ -2961,10 +2958,11 @@ class CodexAuth:
         snapshot = self._require()
         if self._mode(snapshot) is AuthMode.CHATGPT:
             exp = snapshot.access_exp
-            now = self._now() - (self._skew or 0.0)
-            if exp is None and self._freshness(snapshot).still_valid:
-                return snapshot.auth  # no `exp`: the 8-day rule is all there is to go by
-            if exp is None or exp - now < seconds:
+            if exp is None:  # the 8-day rule is all there is to go by
+                stale = not self._freshness(snapshot).still_valid
+            else:
+                stale = exp - (self._now() - self.store.clock_skew()) < seconds
+            if stale:
                 self._refresh(snapshot)
         assert self._snapshot is not None
         return self._snapshot.auth
@@ -3088,14 +3086,15 @@ class CodexAuth:
         # Not adopted: a peer may have written tokens that already expired; refresh
         # from its refresh token, not ours, which is spent.
         refresh_token = tokens.refresh_token
-        error = self.store.known_failure(refresh_token, self._now())
+        state, now = self.store.shared_state(), self._now()
+        error = state.error_for(refresh_token, now)
         if error is not None:
             _log(_DEBUG, "refresh skipped: %s", error)
             raise error
-        wait = self.store.awaited_peer(refresh_token, self._now())
+        wait = state.awaited_peer(refresh_token, now)
         if wait:
             return wait, refresh_token
-        if self.store.was_reused(refresh_token):
+        if state.reused(refresh_token):
             # Its wait for a lockless peer is over, and nothing landed: the login is dead,
             # whoever gets to record it first.
             self.store.record_failure(refresh_token, reason=RefreshTokenFailedReason.EXHAUSTED)
@@ -3141,8 +3140,8 @@ class CodexAuth:
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.01)
-        now = self._now()
-        if self.store.was_reused(spent) and self.store.awaited_peer(spent, now) == 0.0:
+        state, now = self.store.shared_state(), self._now()
+        if state.reused(spent) and state.awaited_peer(spent, now) == 0.0:
             self.store.record_failure(spent, reason=RefreshTokenFailedReason.EXHAUSTED)
         error = self.store.known_failure(spent, now)
         if error is None:
