@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -516,6 +517,43 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the default per-request stderr line."""
+
+
+class RawServer:
+    """A loopback TCP server for answers no HTTP library would give (a dripped body, a
+    proxy that records): each connection goes to ``answer(conn)`` on a thread of its own.
+    ``close()`` stops it; ``stopping`` tells a slow answer to give up."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self._listener.getsockname()[1])
+
+    def answer(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            self.answer(conn)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self._thread.join(5)
+        self._listener.close()
 
 
 # Subprocesses #################################################################

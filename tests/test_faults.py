@@ -33,6 +33,7 @@ import pytest
 from support import (
     CHILDREN,
     Racers,
+    RawServer,
     TokenServer,
     access_token,
     child,
@@ -681,7 +682,7 @@ def _token_body() -> bytes:
     return json.dumps(body).encode()
 
 
-class DripServer:
+class DripServer(RawServer):
     """A loopback token endpoint that answers 200 with `head` then `body`, trickling one of
     them a byte every `interval` seconds (each gap shorter than the client's per-read
     timeout). It stops when the client goes away, or at close()."""
@@ -689,46 +690,28 @@ class DripServer:
     def __init__(self, head: bytes, body: bytes, *, drip: str, interval: float = 0.25) -> None:
         self.head, self.body, self.drip, self.interval = head, body, drip, interval
         self.requests = 0
-        self._stop = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.05)
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/oauth/token"
+        return f"http://127.0.0.1:{self.port}/oauth/token"
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
+    def answer(self, conn: socket.socket) -> None:
+        request = b""
+        while not _whole_request(request):  # read it all: closing on unread bytes resets
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            request += chunk
+        self.requests += 1
+        for part, name in ((self.head, "head"), (self.body, "body")):
+            if name != self.drip:
+                conn.sendall(part)
                 continue
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            request = b""
-            while not _whole_request(request):  # read it all: closing on unread bytes resets
-                chunk = conn.recv(65536)
-                if not chunk:
+            for i in range(len(part)):
+                if self.stopping.wait(self.interval):
                     return
-                request += chunk
-            self.requests += 1
-            for part, name in ((self.head, "head"), (self.body, "body")):
-                if name != self.drip:
-                    conn.sendall(part)
-                    continue
-                for i in range(len(part)):
-                    if self._stop.wait(self.interval):
-                        return
-                    conn.sendall(part[i : i + 1])
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._listener.close()
+                conn.sendall(part[i : i + 1])
 
 
 def _whole_request(data: bytes) -> bool:

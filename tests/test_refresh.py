@@ -11,7 +11,6 @@ and file contents through digest(), so a failing assertion never prints a secret
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from support import (
     OTHER_MESSAGE,
     REVOKED_MESSAGE,
     UNREACHABLE_TOKEN_URL,
+    RawServer,
     TokenServer,
     access_token,
     digest,
@@ -529,41 +529,25 @@ def test_tls_with_the_ca_from_the_environment(
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
-class RecordingProxy:
+class RecordingProxy(RawServer):
     """A loopback "proxy" that records each request's method and target host, then answers
     502. It keeps nothing else: a body that reached it would hold a token."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str]] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.05)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.settimeout(5)
-                with contextlib.suppress(OSError):
-                    line = conn.recv(4096).split(b"\r\n", 1)[0].decode("latin-1")
-                    method, target = [*line.split(" "), "", ""][:2]
-                    host = target.split(":")[0] if method == "CONNECT" else ""
-                    self.seen.append((method, host or urllib.parse.urlsplit(target).hostname))
-                    conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._listener.close()
+    def answer(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        line = conn.recv(4096).split(b"\r\n", 1)[0].decode("latin-1")
+        method, target = [*line.split(" "), "", ""][:2]
+        host = target.split(":")[0] if method == "CONNECT" else ""
+        self.seen.append((method, host or urllib.parse.urlsplit(target).hostname))
+        conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
 
 
 @pytest.fixture
