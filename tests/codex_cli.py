@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from support import REPO_ROOT, UNREACHABLE_TOKEN_URL
+from support import REPO_ROOT, UNREACHABLE_TOKEN_URL, with_env
 
 # The environment variable naming a Codex binary to use instead of searching.
 BIN_ENV_VAR = "CODEXAUTH_CODEX_BIN"
@@ -169,12 +169,7 @@ def child_env(
     for key in ("LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT"):  # harmless, and some tools need them
         if key in os.environ:
             child[key] = os.environ[key]
-    for key, value in (env or {}).items():
-        if value is None:
-            child.pop(key, None)
-        else:
-            child[key] = value
-    return child
+    return with_env(child, env)
 
 
 # One-shot commands ############################################################

@@ -340,10 +340,7 @@ class TokenServer:
         headers: Mapping[str, str] | None = None,
     ) -> None:
         """Answer the next `times` POSTs with this response; no refresh token is consumed."""
-        if isinstance(body, bytes):
-            payload, ctype = body, "text/plain"
-        else:
-            payload, ctype = json.dumps(dict(body)).encode(), "application/json"
+        payload, ctype = _payload(body)
         with self._lock:
             for _ in range(times):
                 self._canned.append((status, payload, ctype, dict(headers or {})))
@@ -352,10 +349,7 @@ class TokenServer:
         self, status: int, body: Mapping[str, Any] | bytes, times: int = 1
     ) -> None:
         """Answer the next `times` revoke requests with this response; nothing is revoked."""
-        if isinstance(body, bytes):
-            payload, ctype = body, "text/plain"
-        else:
-            payload, ctype = json.dumps(dict(body)).encode(), "application/json"
+        payload, ctype = _payload(body)
         with self._lock:
             for _ in range(times):
                 self._revoke_canned.append((status, payload, ctype, {}))
@@ -519,6 +513,13 @@ class _Handler(BaseHTTPRequestHandler):
         """Silence the default per-request stderr line."""
 
 
+def _payload(body: Mapping[str, Any] | bytes) -> tuple[bytes, str]:
+    """A canned answer's bytes and Content-Type: bytes as plain text, a mapping as JSON."""
+    if isinstance(body, bytes):
+        return body, "text/plain"
+    return json.dumps(dict(body)).encode(), "application/json"
+
+
 class RawServer:
     """A loopback TCP server for answers no HTTP library would give (a dripped body, a
     proxy that records): each connection goes to ``answer(conn)`` on a thread of its own.
@@ -580,6 +581,11 @@ def py_env(
     child.setdefault("CODEX_REFRESH_TOKEN_URL_OVERRIDE", UNREACHABLE_TOKEN_URL)
     paths = [str(REPO_ROOT), str(TESTS_DIR), child.get("PYTHONPATH", "")]
     child["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    return with_env(child, env)
+
+
+def with_env(child: dict[str, str], env: Mapping[str, str | None] | None) -> dict[str, str]:
+    """`child` with `env` applied: each entry overrides; a None value removes the variable."""
     for key, value in (env or {}).items():
         if value is None:
             child.pop(key, None)
