@@ -592,9 +592,13 @@ def test_a_fifo_at_auth_lock_is_an_error_not_a_hang(
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
-def test_a_refresh_run_as_root_leaves_the_users_files_theirs(
-    codex_home: Path, token_server: TokenServer
-) -> None:
+def test_a_refresh_run_as_root_leaves_the_users_files_theirs(token_server: TokenServer) -> None:
+    # Not under tmp_path: its 0700 parents would keep the user from their own login.
+    base = Path(tempfile.mkdtemp(prefix="codexauth-root-"))
+    base.chmod(0o755)
+    codex_home = base / "user" / ".codex"
+    codex_home.mkdir(parents=True, mode=0o700)
+
     def users_login(refresh: str) -> None:
         path = write_auth_json(codex_home, access=access_token(time.time() - 60), refresh=refresh)
         for p in (codex_home.parent, codex_home, path):
@@ -604,23 +608,26 @@ def test_a_refresh_run_as_root_leaves_the_users_files_theirs(
         cli = ["-m", "codexauth", "token"]
         return run_py(cli, codex_home=codex_home, token_url=token_server.url)
 
-    users_login("rt-0")
-    token_server.fail_next(500, {"error": "temporary"})
-    assert sudo_token().returncode == 5  # root creates auth.lock and the state file
-    token_server.issue("rt-1")
-    users_login("rt-1")
-    refreshed = sudo_token()  # root rewrites auth.json
-    assert refreshed.returncode == 0, refreshed.stderr
+    try:
+        users_login("rt-0")
+        token_server.fail_next(500, {"error": "temporary"})
+        assert sudo_token().returncode == 5  # root creates auth.lock and the state file
+        token_server.issue("rt-1")
+        users_login("rt-1")
+        refreshed = sudo_token()  # root rewrites auth.json
+        assert refreshed.returncode == 0, refreshed.stderr
 
-    owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in codex_home.iterdir()}
-    assert set(owners) == SIDECARS
-    assert set(owners.values()) == {(NOBODY, NOBODY)}, owners
-    way = bound_by_modes()
-    if way is not None and way[0] == "nobody":  # and the user can still use the login
-        argv, kwargs = _child_argv("nobody", ["-m", "codexauth", "token"])
-        env = py_env(codex_home, token_server.url)
-        as_user = subprocess.run(argv, env=env, capture_output=True, text=True, **kwargs)
-        assert as_user.returncode == 0, as_user.stderr
+        owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in codex_home.iterdir()}
+        assert set(owners) == SIDECARS
+        assert set(owners.values()) == {(NOBODY, NOBODY)}, owners
+        way = bound_by_modes()
+        if way is not None and way[0] == "nobody":  # and the user can still use the login
+            argv, kwargs = _child_argv("nobody", ["-m", "codexauth", "token"])
+            env = py_env(codex_home, token_server.url)
+            as_user = subprocess.run(argv, env=env, capture_output=True, text=True, **kwargs)
+            assert as_user.returncode == 0, as_user.stderr
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_login_with_an_api_key_in_a_read_only_home_makes_the_file_owner_only(
