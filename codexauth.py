@@ -113,9 +113,9 @@ LOCK_FILE_NAME = "auth.lock"
 STATE_FILE_NAME = "codexauth-state.json"
 # What this machine last pulled from, or pushed to, a shared store (see push).
 FLEET_FILE_NAME = "codexauth-fleet.json"
-# A complete copy of the next auth.json, kept until an in-place write of it is
-# durable: whoever finds it beside an older or torn auth.json finishes the write.
-PENDING_FILE_NAME = "codexauth-pending.json"
+# A refreshed login on its way into the store (see _Outbox): the spent refresh
+# token's successor is on disk here from the moment its answer arrives.
+OUTBOX_FILE_NAME = "codexauth-outbox.json"
 
 # Refresh when the access token expires within this window, so that a request
 # started now does not meet an expired token mid-flight.
@@ -138,13 +138,15 @@ REVOKE_TIMEOUT = 10.0
 # After a transient failure nobody retries the same refresh token for this
 # long: a failing endpoint must not be hit once per waiting process.
 TRANSIENT_BACKOFF = 5.0
-# After `refresh_token_reused`, how long to watch auth.json, holding no lock,
-# for a peer that refreshes without our lock (the Codex CLI) to write its new
-# tokens.  Its request reached the server before ours, so this covers the rest
-# of its round trip and its write.  Measured with the Codex CLI 0.171 racing 16
-# processes here: 34 ms median, 89 ms worst; the margin is for slow links.  Only
-# a login that is really dead pays this wait before "sign in again".
-REUSE_GRACE = 2.0
+# After `refresh_token_reused`, how long a spent token's successor may still
+# land, written by whoever spent it: a peer that takes no lock (the Codex CLI)
+# POSTs first and writes after its answer, however slow its link.  Until then
+# "reused" is transient (exit 5); a read of the store after it that still finds
+# the spent token makes it "sign in again" (exit 4).  Measured with the Codex
+# CLI 0.171 beside codexauth: 34 ms median, 89 ms worst from our reused answer
+# to its write on loopback; the margin is for a slow link or a busy machine
+# (an answer 3.5 s late is tested).  A peer stopped longer than this is missed.
+REUSE_WINDOW = 10.0
 # Which store holds the login, and which login in it; see _open_store.
 STORE_ENV_VAR = "CODEXAUTH_STORE"
 NAMESPACE_ENV_VAR = "CODEXAUTH_NAMESPACE"
@@ -712,6 +714,15 @@ def _check_refresh_url(url: str, what: str = "refresh") -> None:
 
 
 # Stores ######################################################################
+# A store holds one login; the protocol over it (CodexAuth._refresh) is written
+# once.  Three primitives carry the promise, whatever the store:
+#   - read_with_state(): the login and what peers told each other, in one read;
+#   - commit(spent, account, new): write `new` only while the store still holds
+#     the refresh token `spent` for that account (keyed on the token, never a
+#     version, as Codex guards its own write);
+#   - the outbox (_Outbox): a spent token's successor, durable on this machine
+#     from the moment its answer arrives until the store holds it.
+# What the lock holder then does is one pure function of that read (_decide).
 
 
 _DEBUG, _WARNING = 10, 30
@@ -730,24 +741,59 @@ def _log(level: int, msg: str, *args: object) -> None:
 
 
 class _Snapshot:
-    """The login as a store last read it: its version, and what the warm path needs."""
+    """The login as a store last read it, and what the warm path needs of it.
 
-    __slots__ = ("auth", "version", "trusted", "access_exp", "last_refresh")
+    `replaces` is set on a login that is not in the store yet (an outbox's):
+    the fingerprint of the refresh token the store still holds in its place.
+    """
 
-    def __init__(self, auth: AuthDotJson, version: object = None, trusted: bool = False) -> None:
+    __slots__ = ("auth", "version", "trusted", "access_exp", "last_refresh", "replaces")
+
+    def __init__(
+        self,
+        auth: AuthDotJson,
+        version: object = None,
+        trusted: bool = False,
+        replaces: str | None = None,
+    ) -> None:
         self.auth = auth
         self.version = version  # the store's own: a stat() key for a file
         self.trusted = trusted  # the version alone tells whether it is still current
+        self.replaces = replaces
         tokens = auth.tokens
         self.access_exp = None if tokens is None else _jwt_expiry(tokens.access_token)
         self.last_refresh = None if auth.last_refresh is None else auth.last_refresh.timestamp()
 
 
-class _SharedState:
-    """What processes sharing a login tell each other, kept in a sidecar; never a token.
+def _chatgpt_tokens(snapshot: _Snapshot | None) -> TokenData | None:
+    """The tokens of a ChatGPT login; None for none, an API key, or a mode we cannot serve."""
+    if snapshot is None or snapshot.auth.tokens is None:
+        return None
+    try:
+        mode = snapshot.auth.mode
+    except UnsupportedAuthModeError:
+        return None
+    return snapshot.auth.tokens if mode is AuthMode.CHATGPT else None
 
+
+def _holds(snapshot: _Snapshot | None, spent: str, account: str | None) -> bool:
+    """Whether a login still holds the refresh token fingerprinted `spent`, for `account`."""
+    tokens = _chatgpt_tokens(snapshot)
+    return (
+        tokens is not None
+        and account is not None
+        and _account(tokens) == account
+        and _fingerprint(tokens.refresh_token) == spent
+    )
+
+
+class _SharedState:
+    """What processes sharing a login tell each other about one refresh token; never a token.
+
+    It is trusted only while the store still holds that token (see _decide).
     Times are epoch seconds, but a wait read from it is honoured only up to
     its full length: a writer whose clock runs ahead must not block the rest.
+    `clock_skew` is this machine's alone and lives in its own state file.
     """
 
     __slots__ = ("fingerprint", "reason", "retry_after", "peer_until", "sent_until", "clock_skew")
@@ -764,34 +810,11 @@ class _SharedState:
         self.fingerprint = fingerprint  # of the refresh token the rest is about
         self.reason = reason  # it failed for good
         self.retry_after = retry_after  # it failed for now: nobody retries before this
-        self.peer_until = peer_until  # it was reused: a lockless peer may write until this
+        self.peer_until = (
+            peer_until  # it was answered "reused": a peer's write may land until this
+        )
         self.sent_until = sent_until  # it is being refreshed: the answer may land until this
         self.clock_skew = clock_skew  # local clock minus the issuer's, when off by much
-
-    def error_for(self, refresh_token: str, now: float) -> RefreshTokenError | None:
-        """The error to raise, without a request, for `refresh_token` now."""
-        if self.fingerprint != _fingerprint(refresh_token):
-            return None
-        if self.reason is not None:
-            return PermanentRefreshError(self.reason)
-        left = _remaining(self.retry_after, now, TRANSIENT_BACKOFF)
-        if left:
-            return TransientRefreshError(
-                f"{REFRESH_FAILED} a refresh just failed; try again in {left:.1f} s"
-            )
-        return None
-
-    def awaited_peer(self, refresh_token: str, now: float) -> float:
-        """Seconds left to wait for a peer's write of `refresh_token`'s successor: a lockless
-        peer's after a reuse, or the answer to a request a holder whose lock lapsed sent."""
-        if self.fingerprint != _fingerprint(refresh_token):
-            return 0.0
-        lapsed = _remaining(self.sent_until, now, MAX_REQUEST_WAIT)
-        return max(_remaining(self.peer_until, now, REUSE_GRACE), lapsed)
-
-    def reused(self, refresh_token: str) -> bool:
-        """Whether `refresh_token` was answered `refresh_token_reused` (not merely in flight)."""
-        return self.fingerprint == _fingerprint(refresh_token) and self.peer_until != 0.0
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -807,7 +830,7 @@ class _SharedState:
 
     @classmethod
     def from_json(cls, data: bytes | None) -> _SharedState:
-        """Parse the sidecar; anything unreadable counts as nothing known."""
+        """Parse the state; anything unreadable counts as nothing known."""
         try:
             raw = json.loads(data or b"")
             reason = raw.get("reason")
@@ -833,6 +856,95 @@ def _remaining(until: float, now: float, longest: float) -> float:
     return left if 0.0 < left <= longest else 0.0
 
 
+class _Action(enum.Enum):
+    """What the protocol does next, from one read of the login and its shared state."""
+
+    ADOPT = "adopt"  # a peer refreshed since our snapshot: use its tokens
+    POST = "post"  # refresh with the stored refresh token (under the lock)
+    WAIT = "wait"  # a peer's answer may still land: wait holding no lock, then read again
+    FAIL = "fail"  # a peer's attempt with the stored token failed, and that still holds
+    DEAD = "dead"  # spent by a peer whose result never landed: sign in again
+    OTHER = "other"  # another login, or none: not ours to refresh or adopt
+
+
+def _decide(
+    start: TokenData,
+    current: TokenData | None,
+    usable: bool,
+    state: _SharedState,
+    now: float,
+) -> tuple[_Action, float, RefreshTokenError | None]:
+    """The protocol's one decision: (action, until when to wait, the error to raise).
+
+    `start` is what the caller holds, `current` the ChatGPT tokens just read
+    (None: no login, or not ChatGPT), `usable` whether current's access token
+    still works.  Like Codex's guarded reload (codex-rs/login/src/auth/manager.rs),
+    an account that cannot be told (no id) is never taken to be the same one.
+    """
+    expected = _account(start)
+    if current is None or expected is None or _account(current) != expected:
+        return (
+            _Action.OTHER,
+            0.0,
+            PermanentRefreshError(RefreshTokenFailedReason.OTHER, ACCOUNT_CHANGED_MESSAGE),
+        )
+    if current.refresh_token != start.refresh_token and usable:
+        return _Action.ADOPT, 0.0, None
+    # Not adopted: a peer may have written tokens that already expired; refresh from
+    # its refresh token, not ours.  What peers said counts only while it is stored.
+    if state.fingerprint != _fingerprint(current.refresh_token):
+        return _Action.POST, 0.0, None
+    if state.reason is not None:
+        return _Action.FAIL, 0.0, PermanentRefreshError(state.reason)
+    left = _remaining(state.retry_after, now, TRANSIENT_BACKOFF)
+    if left:
+        message = f"{REFRESH_FAILED} a refresh just failed; try again in {left:.1f} s"
+        return _Action.FAIL, 0.0, TransientRefreshError(message)
+    if _remaining(state.sent_until, now, MAX_REQUEST_WAIT):
+        return _Action.WAIT, state.sent_until, None
+    if state.peer_until:
+        if _remaining(state.peer_until, now, REUSE_WINDOW):
+            return _Action.WAIT, state.peer_until, None
+        return _Action.DEAD, 0.0, PermanentRefreshError(RefreshTokenFailedReason.EXHAUSTED)
+    return _Action.POST, 0.0, None
+
+
+class _OutboxRecord:
+    """A refreshed login not yet known to be in the store: what it replaces, and itself."""
+
+    __slots__ = ("spent", "account", "auth")
+
+    def __init__(self, spent: str, account: str | None, auth: AuthDotJson) -> None:
+        self.spent = spent  # fingerprint of the refresh token the store holds in its place
+        self.account = account
+        self.auth = auth
+
+    def to_json(self) -> bytes:
+        record = {
+            "replaces_refresh_token_sha256": self.spent,
+            "account_id": self.account,
+            "auth": _auth_to_json(self.auth),
+        }
+        return json.dumps(record).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> _OutboxRecord | None:
+        try:
+            raw = json.loads(data)
+            spent, account = raw["replaces_refresh_token_sha256"], raw["account_id"]
+            if not isinstance(spent, str) or not isinstance(account, (str, type(None))):
+                return None
+            return cls(spent, account, _auth_from_json(raw["auth"]))
+        except (ValueError, KeyError, TypeError, RecursionError):
+            return None
+
+
+def _settle(record: _OutboxRecord, current: _Snapshot | None) -> bool:
+    """Whether an outbox record is still to be committed: the store holds the token it
+    replaces, for its account.  A later login, none, or another account's wins."""
+    return _holds(current, record.spent, record.account)
+
+
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Protocol
 
@@ -844,31 +956,24 @@ class Store:
     """Where one login lives, and what the processes sharing it tell each other.
 
     CodexAuth's single-flight refresh is written once over these methods and
-    never asks which store it has (see CodexAuth._refresh)::
-
-        read() -> stale? -> lock() -> read_locked() -> adopt, or POST and
-        write_if_unchanged() -> release()
-
-    A store says how to read and lock the login, how to write it only if it
-    is unchanged, and where to keep the few facts peers share (failure
-    memory, the wait for a lockless peer, the clock's offset); the rules for
-    those facts are written here, once.
+    never asks which store it has (see CodexAuth._refresh).  Every store also
+    has this machine's sidecars: an outbox (`outbox`) and a local state file
+    for the clock's offset (`local`, a FileStore).
     """
 
     location = ""  # where the login is, for messages and `status`
     login_hint = "Run `codex login`."  # how to get a login into this store
+    outbox: _Outbox
+    local: FileStore
+    lost = False  # the last read found the login emptied by the store itself, not a logout
 
     def read(self, *, force: bool = False) -> _Snapshot | None:
         """The login (None: there is none); `force` re-reads what a cache may hold."""
         raise NotImplementedError
 
-    def read_locked(self) -> _Snapshot | None:
-        """The login as it stands, read under the lock (a store may finish a peer's write)."""
-        return self.read(force=True)
-
-    def poll(self) -> _Snapshot | None:
-        """The login now, for a waiter watching for a peer's write: as cheap as may be."""
-        return self.read(force=True)
+    def read_with_state(self, *, force: bool = True) -> tuple[_Snapshot | None, _SharedState]:
+        """The login and the shared state, in one consistent read."""
+        raise NotImplementedError
 
     def begin_request(self, refresh_token: str, seconds: float) -> None:
         """Just before a refresh request that may take `seconds`, under the lock.
@@ -900,17 +1005,17 @@ class Store:
     def check_writable(self) -> None:
         """Raise before a refresh token is spent whose successor could not be stored."""
 
-    def write_if_unchanged(self, expected: _Snapshot, new: AuthDotJson) -> bool:
-        """Compare-and-set, under the lock: store `new` only if the login is still `expected`.
-
-        This default compares what a forced read finds; a store with a version of its
-        own (Redis) compares that in one step.
-        """
+    def commit(
+        self, spent: str, account: str | None, new: AuthDotJson
+    ) -> tuple[bool, _Snapshot | None]:
+        """Under the lock: store `new` only while the login holds the refresh token
+        fingerprinted `spent` for `account`.  (True, None) when written, else (False,
+        what was found: None for no login).  Raises when the store cannot be written."""
         current = self.read(force=True)
-        if current is None or current.auth != expected.auth:
-            return False
+        if not _holds(current, spent, account):
+            return False, current
         self.save(new)
-        return True
+        return True, None
 
     def save(self, auth: AuthDotJson) -> None:
         """Store `auth` whatever is there now (a new login), under the lock."""
@@ -920,58 +1025,27 @@ class Store:
         """Remove the login, under the lock; True if there was one."""
         raise NotImplementedError
 
-    # What peers tell each other: two primitives, and the rules over them.
-
-    def _load_state(self) -> bytes | None:
-        raise NotImplementedError
-
-    def _save_state(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def shared_state(self) -> _SharedState:
-        """What peers told each other, read once (ask it several questions)."""
-        return _SharedState.from_json(self._load_state())
-
-    def known_failure(self, refresh_token: str, now: float) -> RefreshTokenError | None:
-        """The error a peer's attempt with `refresh_token` left, if it still holds now."""
-        return self.shared_state().error_for(refresh_token, now)
-
-    def clock_skew(self) -> float:
-        """How far this machine's clock was last found ahead of the token issuer's."""
-        return self.shared_state().clock_skew
-
-    def record_failure(
-        self,
-        refresh_token: str,
-        *,
-        reason: RefreshTokenFailedReason | None = None,
-        retry_after: float = 0.0,
-        peer_until: float = 0.0,
-        sent_until: float = 0.0,
-    ) -> None:
-        """Tell peers how the refresh with `refresh_token` went (see _SharedState)."""
-
-        def change(state: _SharedState) -> None:
-            state.fingerprint = _fingerprint(refresh_token)
-            state.reason, state.retry_after, state.peer_until = reason, retry_after, peer_until
-            state.sent_until = sent_until
-
-        self._update_state(change)
-
-    def record_clock_skew(self, skew: float) -> None:
-        self._update_state(lambda state: setattr(state, "clock_skew", skew))
-
-    def _update_state(self, change: Callable[[_SharedState], None]) -> None:
-        """Best effort: the real outcome is what callers see, whatever this manages."""
-        state = self.shared_state()
-        change(state)
+    def record(self, refresh_token: str, **facts: Any) -> None:
+        """Under the lock: tell peers how the refresh with `refresh_token` went (the
+        fields of _SharedState).  Best effort: what callers see is the real outcome."""
+        state = _SharedState(_fingerprint(refresh_token), **facts)
         try:
-            self._save_state(state.to_json())
+            self._save_state(state)
         except CodexAuthError as exc:
             _log(_WARNING, "could not tell peers: %s", exc)
 
+    def _save_state(self, state: _SharedState) -> None:
+        raise NotImplementedError
 
-# File store ##################################################################
+    def clock_skew(self) -> float:
+        """How far this machine's clock was last found ahead of the token issuer's."""
+        return self.local.local_state().clock_skew
+
+    def record_clock_skew(self, skew: float) -> None:
+        self.local.save_local_state(skew)
+
+
+# File store: auth.json on disk ###############################################
 
 
 def find_codex_home() -> str:
@@ -1066,44 +1140,20 @@ def _give_to_owner_of(fd: int, like: os.stat_result | None) -> None:
 
 
 def _write_in_place(path: str, data: bytes) -> None:
-    """Overwrite an existing file keeping its inode, owner and group.
+    """Overwrite an existing file in one write, keeping its inode, owner and group.
 
-    Its inode matters: a file bind-mounted into a container (or hard-linked)
-    is the same file only while nobody renames a new one over it.  No
-    moment of the write leaves valid JSON that is neither the old file nor
-    the new one: the first byte is spoilt first and put right last, with the
-    rest synced in between, so a kill or a crash mid-write leaves a file no
-    parser accepts (readers wait, and the pending copy finishes it; see
-    FileStore.write).  The new bytes are padded with white space to the old
-    length and the blocks are allocated first, so a full disk fails before a
-    byte changes.
+    Only where a new file cannot be renamed over it: a file that is itself a
+    mount point (bind-mounted into a container), or one in a directory we
+    may not write.  A reader can meet this write half done; a kill leaves
+    either the old file or the new one only as far as one write(2) is atomic.
     """
     fd = _open_regular(path, os.O_RDWR)
     try:
         st = os.fstat(fd)
-        padded = data + b"\n" * max(st.st_size - len(data), 0)
-        if hasattr(os, "posix_fallocate") and len(padded) > st.st_size:
-            try:
-                os.posix_fallocate(fd, 0, len(padded))
-            except OSError as exc:
-                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                    raise  # ENOSPC: nothing was changed
-        if st.st_mode & 0o077:
+        if st.st_mode & 0o077 and hasattr(os, "fchmod"):  # not on Windows before 3.13
             os.fchmod(fd, 0o600)  # tokens are owner-only, as Codex writes them
-        if _is_mount_point(path):
-            # Bind-mounted on its own: the pending copy sits on our side of the
-            # mount, where the other side cannot find it to finish a torn file.
-            # One write of the whole file (a page, usually) is what a kill leaves
-            # either undone or done.
-            _pwrite_all(fd, padded, 0)
-            os.ftruncate(fd, len(padded))
-            os.fsync(fd)
-            return
-        _pwrite_all(fd, _SPOILT, 0)  # not JSON from here on...
-        _pwrite_all(fd, padded[1:], 1)
-        os.ftruncate(fd, len(padded))
-        os.fsync(fd)
-        _pwrite_all(fd, padded[:1], 0)  # ...until the new file is whole
+        _pwrite_all(fd, data, 0)
+        os.ftruncate(fd, len(data))
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -1132,11 +1182,6 @@ def _unescape_mountinfo(field: bytes) -> bytes:
     import re
 
     return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field)
-
-
-# The first byte of auth.json while we rewrite it: no JSON parser accepts it, and
-# it tells a torn file of ours from one another writer tore.
-_SPOILT = b"#"
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -1175,12 +1220,13 @@ def _remove_temps_of(path: str) -> None:
             os.unlink(temp)
 
 
-def _write_file(path: str, data: bytes) -> None:
-    """Write `path` (through a symlink, which stays a link) durably, mode 0600.
+def _write_file(path: str, data: bytes, owner: os.stat_result | None) -> None:
+    """Replace `path` (through a symlink, which stays a link) durably, mode 0600, as
+    Codex writes auth.json: a temp file, fsync, rename (codex-rs/login/src/auth/storage.rs).
 
-    An existing file we may write is overwritten in place (see _write_in_place);
-    anything else gets a new file by rename.  Callers that must survive a kill
-    mid-write keep a complete copy first (FileStore.write).
+    A reader never meets half a file.  In place only where no rename can do it
+    (see _write_in_place).  Temp files a killed writer left are removed first:
+    the caller holds the lock.
     """
     target = os.path.realpath(path)
     try:
@@ -1190,10 +1236,17 @@ def _write_file(path: str, data: bytes) -> None:
     except OSError as exc:
         raise AuthFileError(path, f"cannot write: {exc.strerror or exc}") from None
     try:
-        if st is not None and os.access(target, os.W_OK):
+        _remove_temps_of(target)
+        if st is not None and _is_mount_point(target):
             _write_in_place(target, data)
-        else:
-            _write_new(target, data, st)
+            return
+        try:
+            _write_new(target, data, st or owner)
+        except OSError as exc:
+            refused = (errno.EBUSY, errno.EXDEV, errno.EACCES, errno.EPERM)
+            if st is None or exc.errno not in refused or not os.access(target, os.W_OK):
+                raise
+            _write_in_place(target, data)  # a directory we may not write, a file we may
     except OSError as exc:
         raise AuthFileError(path, f"cannot write: {exc.strerror or exc}") from None
 
@@ -1248,32 +1301,109 @@ def _private_runtime_dir() -> str | None:
     return os.path.join(base, "codexauth")
 
 
+class _Outbox:
+    """This machine's record of a refreshed login until its store holds it (see _OutboxRecord).
+
+    Written owner-only and fsynced by rename beside the store's other sidecars,
+    else in this user's runtime directory (a full disk); if neither can be
+    written, kept in this object's memory only, and `where` says so.
+    """
+
+    def __init__(self, local: FileStore, name: str) -> None:
+        self._local, self._name = local, name
+        self._paths: list[str] | None = None
+        self._memory: _OutboxRecord | None = None
+        self.where: str | None = None  # where the last put() kept it; None: memory only
+
+    def paths(self) -> list[str]:
+        """Beside the sidecars; and on another filesystem, for when that one is full."""
+        if self._paths is None:
+            local = self._local
+            paths = [os.path.join(local.sidecar_dir(create=False), self._name)]
+            runtime = _private_runtime_dir()
+            if runtime is not None:
+                paths.append(os.path.join(runtime, local.key(), self._name))
+            self._paths = paths
+        return self._paths
+
+    def nearby(self) -> bool:
+        """Whether a record waits beside the sidecars: one stat(), for the warm path."""
+        return self._memory is not None or os.path.lexists(
+            os.path.join(self._local.sidecar_dir(create=False), self._name)
+        )
+
+    def put(self, record: _OutboxRecord) -> str | None:
+        """Keep `record` durably before anything else happens; the path, or None (memory)."""
+        data, owner = record.to_json(), self._local.owner()
+        self._memory, self.where = record, None
+        for path in self.paths():
+            try:
+                _makedirs_private(os.path.dirname(path))
+                _remove_temps_of(path)  # a writer killed mid-copy left them; the lock is ours
+                _write_new(path, data, owner)
+            except (OSError, AuthFileError) as exc:
+                _log(_DEBUG, "could not keep the outbox in %s: %s", path, exc)
+                continue
+            self._memory, self.where = None, path
+            for other in self.paths():
+                if other != path:
+                    with contextlib.suppress(OSError):
+                        os.unlink(other)  # an older record: this one replaces it
+            return path
+        return None
+
+    def load(self) -> _OutboxRecord | None:
+        """The waiting record, if any: this object's, else the first one on disk."""
+        if self._memory is not None:
+            self.where = None
+            return self._memory
+        for path in self.paths():
+            data = _read_sidecar(path, MAX_AUTH_FILE_BYTES * 2)
+            if data is not None:
+                record = _OutboxRecord.from_json(data)
+                if record is not None:
+                    self.where = path
+                    return record
+                with contextlib.suppress(OSError):
+                    os.unlink(path)  # unreadable: of no use to anyone
+        return None
+
+    def clear(self, record: _OutboxRecord) -> None:
+        """Remove `record` (only it: a later refresh's record stays)."""
+        if self._memory is record:
+            self._memory = None
+        for path in self.paths():
+            data = _read_sidecar(path, MAX_AUTH_FILE_BYTES * 2)
+            found = None if data is None else _OutboxRecord.from_json(data)
+            if found is None or (found.spent, found.auth) == (record.spent, record.auth):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+
 class FileStore(Store):
     """The login in ``$CODEX_HOME/auth.json``, as the Codex CLI keeps it.
 
-    Sidecars stay out of auth.json: the lock, the state peers share (beside
-    the real auth.json when that directory is writable, else in a per-user
-    directory keyed by its real path), and a pending copy of a write.
+    Sidecars stay out of auth.json: the lock, the state peers share, the
+    outbox (beside the real auth.json when that directory is writable, else
+    in a per-user directory keyed by its real path).
     """
 
     def __init__(self, codex_home: StrPath | None = None) -> None:
         self.codex_home = _home(codex_home)
         self.auth_file = os.path.join(self.codex_home, AUTH_FILE_NAME)
         self._snapshot: _Snapshot | None = None
-        self._state_dir: str | None = None
-        self._pending_at: list[str] | None = None  # see _pending_paths
+        self._sidecars: str | None = None
+        self.local = self
+        self.outbox = _Outbox(self, OUTBOX_FILE_NAME)
 
     @property
     def location(self) -> str:  # type: ignore[override]  # a property over the class default
         return self.auth_file
 
-    # Reading: one stat() while the file is unchanged.
+    # Reading: one stat() while the file is unchanged.  A read never writes.
 
     def read(self, *, force: bool = False) -> _Snapshot | None:
-        """auth.json as a snapshot; `force` re-reads even when stat() says unchanged.
-
-        A torn auth.json that a pending write explains is finished from it.
-        """
+        """auth.json as a snapshot; `force` re-reads even when stat() says unchanged."""
         snapshot = self._snapshot
         if snapshot is not None and snapshot.trusted and not force:
             try:
@@ -1281,63 +1411,14 @@ class FileStore(Store):
                     return snapshot
             except OSError:
                 pass
-        try:
-            return self._read_now()
-        except AuthFileError as exc:
-            if not self._torn_by_us():
-                raise
-            if self._lock_key() in _owned_keys():  # this thread holds the lock already
-                return self._finish_torn(exc)
-            # Ours, mid-write (a writer slowed by a busy machine) or killed: the lock
-            # waits for the one, and is free to finish the other's write.
-            with self.locked(DEFAULT_LOCK_TIMEOUT):
-                return self._finish_torn(exc)
-
-    def _torn_by_us(self) -> bool:
-        """Whether auth.json bears our mark: a write of ours spoils its first byte first
-        (see _write_in_place).  A file someone else tore is not ours to finish."""
-        try:
-            with os.fdopen(_open_regular(self.auth_file, os.O_RDONLY), "rb") as f:
-                return f.read(1) == _SPOILT
-        except OSError:
-            return False
-
-    def _lock_key(self) -> str:
-        home_lock, real_file = self.lock_paths()
-        return real_file or str(home_lock)
-
-    def _read_now(self) -> _Snapshot | None:
         result = _read_auth_file(self.auth_file)
         self._snapshot = None if result is None else _file_snapshot(*result)
         return self._snapshot
 
-    def read_locked(self) -> _Snapshot | None:
-        """Re-read whatever stat() says (within RACY_STAT_WINDOW a peer's write can
-        leave size and times as they were), and finish a write a killed peer, or a
-        full disk, left pending.  Never takes the lock again: the caller holds it."""
-        try:
-            snapshot = self._read_now()
-        except AuthFileError as exc:
-            return self._finish_torn(exc)
-        pending = self._pending(snapshot)
-        if pending is None:
-            return snapshot
-        tokens = None if snapshot is None else snapshot.auth.tokens
-        self._write(pending, replaces=None if tokens is None else tokens.refresh_token)
-        _log(_WARNING, "finished a pending write of %s left by an earlier refresh", self.auth_file)
-        return self._read_now()
-
-    def _finish_torn(self, error: AuthFileError) -> _Snapshot | None:
-        """Under the lock: auth.json is unreadable; a pending write that tore it finishes it."""
-        try:
-            return self._read_now()  # finished meanwhile, by the writer or a peer
-        except AuthFileError:
-            pending = self._pending(None) if self._torn_by_us() else None
-            if pending is None:
-                raise error from None
-        self._write(pending, replaces=None)
-        _log(_WARNING, "restored %s from a pending write", self.auth_file)
-        return self._read_now()
+    def read_with_state(self, *, force: bool = True) -> tuple[_Snapshot | None, _SharedState]:
+        # Both change only under the lock (or auth.json by a lockless peer, which the
+        # state's fingerprint tells apart): read one after the other, they agree.
+        return self.read(force=force), self.local_state()
 
     # The lock.
 
@@ -1355,11 +1436,8 @@ class FileStore(Store):
                 home_lock = None  # type: ignore[assignment]  # the real file's lock suffices
             return home_lock, os.path.realpath(self.auth_file)
         if not os.access(self.codex_home, os.W_OK):
-            home_lock = os.path.join(self._sidecar_dir(create=True), LOCK_FILE_NAME)
+            home_lock = os.path.join(self.sidecar_dir(create=True), LOCK_FILE_NAME)
         return home_lock, ""
-
-    def poll(self) -> _Snapshot | None:
-        return self.read()  # one stat() while unchanged
 
     def describe(self) -> dict[str, Any]:
         return {"store": "file", "auth_file": self.auth_file, "lock_file": self.lock_location()}
@@ -1371,17 +1449,17 @@ class FileStore(Store):
 
     def lock(self, timeout: float, done_elsewhere: Callable[[], bool]) -> _RefreshLock | None:
         home_lock, real_file = self.lock_paths()
-        lock = _RefreshLock(home_lock, real_file, self._owner())
+        lock = _RefreshLock(home_lock, real_file, self.owner())
         return lock if lock.acquire(timeout, done_elsewhere) else None
 
-    def _owner(self) -> os.stat_result | None:
+    def owner(self) -> os.stat_result | None:
         """Whose login this is: files we create are theirs (see _give_to_owner_of)."""
         for path in (self.auth_file, self.codex_home):
             with contextlib.suppress(OSError):
                 return os.stat(path)
         return None
 
-    # Writing: a pending copy first, then auth.json, then the copy goes.
+    # Writing, under the lock: a new file by rename, as Codex writes it.
 
     def check_writable(self) -> None:
         """Refuse to spend a single-use refresh token whose successor could not be stored."""
@@ -1394,147 +1472,71 @@ class FileStore(Store):
             "refresh it where it is writable (run `codex`), or mount it read-write",
         )
 
-    def _write(self, auth: AuthDotJson, *, replaces: str | None) -> None:
-        """Write auth.json (under the lock) so that a kill or a full disk loses nothing.
-
-        `replaces` is the refresh token auth.json held when `auth` was made
-        from it.  A complete copy of `auth` goes to a pending file first;
-        whoever finds it beside that older auth.json (or a torn one) finishes
-        the write.  If auth.json cannot be written at all, the pending copy is
-        where the new tokens are, and AuthFileError says so.
-        """
-        data = _serialize_auth(auth)
-        pending = self._save_pending(data, replaces)
-        try:
-            _write_file(self.auth_file, data)
-        except AuthFileError as exc:
-            self._snapshot = None
-            if pending is None:
-                raise
-            raise AuthFileError(
-                self.auth_file,
-                f"{exc.problem}; the new login was saved in {pending} and the next "
-                "refresh moves it into auth.json",
-            ) from None
-        for path in self._pending_paths():
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        self._snapshot = None
-
-    def _save_pending(self, data: bytes, replaces: str | None) -> str | None:
-        record = json.dumps(
-            {
-                "replaces_refresh_token_sha256": replaces and _fingerprint(replaces),
-                "auth": json.loads(data),
-            }
-        ).encode("utf-8")
-        owner = self._owner()
-        for path in self._pending_paths():
-            try:
-                _makedirs_private(os.path.dirname(path))
-                _remove_temps_of(path)  # a writer killed mid-copy left them; the lock is ours
-                _write_new(path, record, owner)
-                return path
-            except (OSError, AuthFileError) as exc:
-                _log(_DEBUG, "could not keep a pending copy in %s: %s", path, exc)
-        return None
-
-    def _pending(self, current: _Snapshot | None) -> AuthDotJson | None:
-        """A pending write that `current` (None: missing or torn) has not caught up with."""
-        tokens = None if current is None else current.auth.tokens
-        behind = None if tokens is None else _fingerprint(tokens.refresh_token)
-        for path in self._pending_paths():
-            data = _read_sidecar(path, MAX_AUTH_FILE_BYTES * 2)
-            if data is None:
-                continue
-            try:
-                record = json.loads(data)
-                auth = _auth_from_json(record["auth"])
-                replaces = record["replaces_refresh_token_sha256"]
-            except (ValueError, KeyError, TypeError, RecursionError):
-                auth, replaces = None, None
-            if auth is not None and (current is None or (behind and behind == replaces)):
-                return auth
-            with contextlib.suppress(OSError):
-                os.unlink(path)  # written over since, or unreadable: of no use
-        return None
-
-    def _pending_paths(self) -> list[str]:
-        """Beside the state; and on another filesystem, for when that one is full."""
-        if self._pending_at is None:
-            paths = [os.path.join(self._sidecar_dir(create=False), PENDING_FILE_NAME)]
-            runtime = _private_runtime_dir()
-            if runtime is not None:
-                paths.append(os.path.join(runtime, self._key(), PENDING_FILE_NAME))
-            self._pending_at = paths
-        return self._pending_at
-
-    def write_if_unchanged(self, expected: _Snapshot, new: AuthDotJson) -> bool:
-        current = self._read_now()
-        if current is None or current.auth != expected.auth:
-            return False
-        tokens = expected.auth.tokens
-        self._write(new, replaces=None if tokens is None else tokens.refresh_token)
-        return True
-
     def save(self, auth: AuthDotJson) -> None:
-        _makedirs_private(self.codex_home)
-        try:
-            current = self._read_now()
-        except AuthFileError:
-            current = None  # a broken file is replaced whole
-        tokens = None if current is None else current.auth.tokens
-        self._write(auth, replaces=None if tokens is None else tokens.refresh_token)
+        self._snapshot = None
+        _write_file(self.auth_file, _serialize_auth(auth), self.owner())
 
     def delete(self) -> bool:
-        """Delete auth.json (and any pending write of it); True if there was one."""
-        for path in self._pending_paths():
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        """Delete auth.json; True if there was one."""
+        self._snapshot = None
         try:
             os.remove(self.auth_file)
         except FileNotFoundError:
             return False
         except OSError as exc:
             raise AuthFileError(self.auth_file, f"cannot delete: {exc.strerror or exc}") from None
-        finally:
-            self._snapshot = None
         return True
 
-    # What peers tell each other: a sidecar file.
+    # This machine's state file: what peers tell each other, and the clock's offset.
 
-    def _load_state(self) -> bytes | None:
-        return _read_sidecar(self._state_file())
+    def local_state(self) -> _SharedState:
+        return _SharedState.from_json(_read_sidecar(self._state_file()))
 
-    def _save_state(self, data: bytes) -> None:
+    def _save_state(self, state: _SharedState) -> None:
+        state.clock_skew = self.local_state().clock_skew  # this machine's: kept
+        self._write_state(state)
+
+    def save_local_state(self, skew: float) -> None:
+        state = self.local_state()
+        state.clock_skew = skew
+        try:
+            self._write_state(state)
+        except CodexAuthError as exc:
+            _log(_WARNING, "could not keep the clock's offset: %s", exc)
+
+    def _write_state(self, state: _SharedState) -> None:
         path = self._state_file()
         _makedirs_private(os.path.dirname(path))
-        _write_sidecar(path, data, self._owner())
+        _write_sidecar(path, state.to_json(), self.owner())
 
     def _state_file(self) -> str:
-        return os.path.join(self._sidecar_dir(create=False), STATE_FILE_NAME)
+        return os.path.join(self.sidecar_dir(create=False), STATE_FILE_NAME)
 
-    def _sidecar_dir(self, *, create: bool) -> str:
+    def sidecar_dir(self, *, create: bool) -> str:
         """Beside the real auth.json if writable, else a per-user directory keyed by its path.
 
         Every process sharing a login must pick the same directory, so the
         choice depends only on the real path and on whether it is writable.
         """
-        if self._state_dir is None:
+        if self._sidecars is None:
             real_dir = os.path.dirname(os.path.realpath(self.auth_file))
             if os.access(real_dir, os.W_OK):
-                self._state_dir = real_dir
+                self._sidecars = real_dir
             else:
                 import platformdirs  # deferred: only a read-only directory needs it
 
                 state = platformdirs.user_state_dir("codexauth")
-                self._state_dir = os.path.join(state, self._key())
+                self._sidecars = os.path.join(state, self.key())
         if create:
-            _makedirs_private(self._state_dir)
-        return self._state_dir
+            _makedirs_private(self._sidecars)
+        return self._sidecars
 
-    def _key(self) -> str:
+    def key(self) -> str:
+        """The real auth.json's path, digested: names this login's per-user directories."""
         return _fingerprint(os.path.realpath(self.auth_file))
+
+
+# The refresh lock ############################################################
 
 
 _thread_locks: dict[str, threading.Lock] = {}
@@ -1741,50 +1743,66 @@ class _RefreshLock:
             self._threads.release()
 
 
-def load_auth_dot_json(codex_home: StrPath) -> AuthDotJson | None:
-    """auth.json from `codex_home`, or None when there is none (a torn write is finished)."""
-    snapshot = FileStore(codex_home).read()
-    return None if snapshot is None else snapshot.auth
-
-
-def save_auth(codex_home: StrPath, auth: AuthDotJson) -> None:
-    """Write `auth` to auth.json durably, mode 0600, keeping its unknown keys."""
-    store = FileStore(codex_home)
-    _makedirs_private(store.codex_home)
-    with store.locked(DEFAULT_LOCK_TIMEOUT):
-        store.save(auth)
-
-
-def logout(codex_home: StrPath | None = None, *, revoke: bool = True) -> bool:
-    """Revoke the token, then delete auth.json, like ``codex logout``; True if there was one.
-
-    See CodexAuth.logout; ``revoke=False`` only deletes the file.
-    """
-    return CodexAuth(codex_home).logout(revoke=revoke)
-
-
-def login_with_api_key(codex_home: StrPath, api_key: str) -> None:
-    """Store an API key as the login, replacing any ChatGPT tokens."""
-    api_key = api_key.strip()
-    if not api_key or any(c.isspace() for c in api_key):
-        raise CodexAuthError("the API key is empty or contains white space")
-    save_auth(codex_home, AuthDotJson(openai_api_key=api_key))
-
-
 # Redis store ##################################################################
 # One login for many machines.  `import redis` happens only here, when a Redis
 # store is configured: the file store's warm path never pays for it.
 
+# The login hash's fields: `doc` (auth.json), `rt_sha256` and `account` (what a
+# commit compares), `state` (what the fleet tells itself, about `rt_sha256`'s
+# token), `version` (a counter for `status`; never compared), `by_*` (who wrote),
+# and `logged_out` (a tombstone: a logout, unlike a restart or an eviction,
+# must never be undone by a machine's outbox).
+
+# Store.commit on Redis: compares the stored refresh token's fingerprint and account.
 _REDIS_COMMIT = """
--- KEYS[1] = the login hash; ARGV: expected version, auth.json, host, pid -> {done, version}
-local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-if ARGV[1] ~= '' and version ~= tonumber(ARGV[1]) then return {0, version} end
+-- KEYS[1] = the login hash; ARGV: spent fingerprint ('' = save whatever is there),
+-- account, auth.json, its refresh token's fingerprint, its account, host, pid
+-- -> 1 written, 0 another login or a logout is there, 2 refilled an emptied store
+local result = 1
+if ARGV[1] ~= '' then
+  if redis.call('HGET', KEYS[1], 'doc') then
+    if redis.call('HGET', KEYS[1], 'rt_sha256') ~= ARGV[1]
+        or redis.call('HGET', KEYS[1], 'account') ~= ARGV[2] or ARGV[2] == '' then
+      return 0
+    end
+  elseif redis.call('HGET', KEYS[1], 'logged_out') then
+    return 0
+  else
+    result = 2
+  end
+end
+local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0') + 1
 local now = redis.call('TIME')
-version = version + 1
-redis.call('HSET', KEYS[1], 'version', version, 'doc', ARGV[2],
-           'by_host', ARGV[3], 'by_pid', ARGV[4], 'by_at', now[1])
-redis.call('HDEL', KEYS[1], 'state')
-return {1, version}
+redis.call('HSET', KEYS[1], 'version', version, 'doc', ARGV[3], 'rt_sha256', ARGV[4],
+           'account', ARGV[5], 'by_host', ARGV[6], 'by_pid', ARGV[7], 'by_at', now[1])
+redis.call('HDEL', KEYS[1], 'state', 'logged_out')
+return result
+"""
+# Store.record on Redis: the state is about one token, and written only while it is stored.
+_REDIS_RECORD = """
+-- KEYS[1] = the login hash; ARGV: fingerprint, state -> 1 written, 0 not stored any more
+if redis.call('HGET', KEYS[1], 'rt_sha256') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2])
+return 1
+"""
+# RedisStore.begin_request: announce the flight and make the lock outlast it, in one
+# step fenced by the lock's owner and the stored token: a lapsed holder can do neither.
+_REDIS_ANNOUNCE = """
+-- KEYS[1] = the login hash, KEYS[2] = the lock; ARGV: owner, fingerprint, state, ttl ms
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'rt_sha256') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+# A logout: the login goes, a tombstone stays (see above).
+_REDIS_LOGOUT = """
+local had = redis.call('HGET', KEYS[1], 'doc')
+redis.call('DEL', KEYS[1])
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'logged_out', now[1])
+if had then return 1 end
+return 0
 """
 # A commit after a request that Redis does not answer is tried again this often.
 _REDIS_COMMIT_RETRY = 0.1
@@ -1840,15 +1858,19 @@ class RedisStore(Store):
         self.key, self.lock_key = f"{base}:login", f"{base}:lock"
         self.location = f"{_redact_url(url)} (namespace {self.namespace})"
         self.login_hint = "Run `codex login` on one machine, then `codexauth push` there."
-        self._local = FileStore(codex_home)  # where this machine's lock and state live
+        self.local = FileStore(codex_home)  # this machine's lock, outbox and clock offset
+        self.outbox = _Outbox(
+            self.local, f"codexauth-outbox-redis-{_fingerprint(self.location)}.json"
+        )
         self._io_timeout = min(timeout, REDIS_IO_TIMEOUT)
         self._client: Any = None
-        self._commit_script: Any = None
+        self._scripts: dict[str, Any] = {}
         self._snapshot: _Snapshot | None = None
         self._fields: dict[bytes, bytes] = {}
+        self.lost = False  # the last read found the hash emptied, with no tombstone
         self._held: Any = None  # the fleet lock while this process holds it
+        self._owner_token = b""  # the fleet lock's owner token, while held
         self._flight_end = 0.0  # monotonic: until when peers wait for our request's answer
-        self._skew = 0.0  # per machine: never shared through the fleet's store
 
     def _redis(self) -> Any:
         if self._client is None:
@@ -1869,8 +1891,18 @@ class RedisStore(Store):
                 "health_check_interval": 0,
             }
             self._client = redis.Redis.from_url(self.url, **options)
-            self._commit_script = self._client.register_script(_REDIS_COMMIT)
+            for name, script in (
+                ("commit", _REDIS_COMMIT),
+                ("record", _REDIS_RECORD),
+                ("announce", _REDIS_ANNOUNCE),
+                ("logout", _REDIS_LOGOUT),
+            ):
+                self._scripts[name] = self._client.register_script(script)
         return self._client
+
+    def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        self._redis()
+        return self._call(lambda r: self._scripts[name](keys=keys, args=args))
 
     def _call(self, action: Callable[[Any], Any]) -> Any:
         """Run `action(client)`; Redis's failures become ours, naming the store, no secret."""
@@ -1902,18 +1934,24 @@ class RedisStore(Store):
     def read(self, *, force: bool = False) -> _Snapshot | None:
         if self._snapshot is not None and not force:
             return self._snapshot
+        return self.read_with_state()[0]
+
+    def read_with_state(self, *, force: bool = True) -> tuple[_Snapshot | None, _SharedState]:
+        """The login, its fleet state and any announced flight: one HGETALL."""
         fields: dict[bytes, bytes] = self._call(lambda r: r.hgetall(self.key))
         self._fields = fields
+        state = _SharedState.from_json(fields.get(b"state"))
         doc = fields.get(b"doc")
+        self.lost = doc is None and b"logged_out" not in fields
         if doc is None:
             self._snapshot = None
-            return None
+            return None, state
         try:
             auth = _parse_auth_bytes(doc)
         except ValueError as exc:
             raise AuthFileError(self.location, str(exc)) from None
         self._snapshot = _Snapshot(auth, int(fields.get(b"version", b"0")), trusted=True)
-        return self._snapshot
+        return self._snapshot, state
 
     # The lock: this machine's file lock, then the fleet's.
 
@@ -1944,90 +1982,91 @@ class RedisStore(Store):
         # A new Lock each time: redis-py keeps the owner token thread-local.
         fleet = self._redis().lock(self.lock_key, timeout=REDIS_LOCK_IDLE_TTL)
         token = os.urandom(16).hex()  # not redis-py's uuid1: no MAC address, no clock
-        return fleet if self._call(lambda r: fleet.acquire(blocking=False, token=token)) else None
+        if not self._call(lambda r: fleet.acquire(blocking=False, token=token)):
+            return None
+        self._owner_token = token.encode()
+        return fleet
 
     def _local_lock(self) -> _RefreshLock:
-        directory = self._local._sidecar_dir(create=True)
+        directory = self.local.sidecar_dir(create=True)
         name = f".codexauth-fleet-{_fingerprint(self.location)}.lock"
-        return _RefreshLock(os.path.join(directory, name), "", self._local._owner())
+        return _RefreshLock(os.path.join(directory, name), "", self.local.owner())
 
     def begin_request(self, refresh_token: str, seconds: float) -> None:
-        """Announce the request, then make the lock outlast it: in this order, so that a
-        pause that loses the lock before the POST ends in no POST."""
+        """Announce the request and make the lock outlast it, in one step fenced by our
+        ownership of the lock and the stored token: a holder whose lock lapsed sends nothing."""
         flight = seconds + REDIS_LOCK_MARGIN + REDIS_FLIGHT_GRACE
+        fingerprint = _fingerprint(refresh_token)
+        state = _SharedState(fingerprint, sent_until=time.time() + flight).to_json()
+        ttl = int((seconds + REDIS_LOCK_MARGIN) * 1000)
+        args = [self._owner_token, fingerprint, state, ttl]
+        if not self._script("announce", [self.key, self.lock_key], args):
+            raise LockTimeoutError(
+                f"{REFRESH_FAILED} lost the fleet lock before the request "
+                f"({self.location}); nothing was sent"
+            )
         self._flight_end = time.monotonic() + flight
-        self.record_failure(refresh_token, sent_until=time.time() + flight)
-        fleet = self._held
-        if fleet is None:
-            return
-
-        def extend(r: Any) -> None:
-            from redis.exceptions import LockError  # a ValueError: keep it out of parsing
-
-            try:
-                fleet.extend(seconds + REDIS_LOCK_MARGIN, replace_ttl=True)
-            except LockError:
-                raise LockTimeoutError(
-                    f"{REFRESH_FAILED} lost the fleet lock before the request "
-                    f"({self.location}); nothing was sent"
-                ) from None
-
-        self._call(extend)
 
     def _release(self, fleet: Any) -> None:
         from redis.exceptions import LockError
 
-        self._held, self._flight_end = None, 0.0
-        # Lapsed while we were paused: our commit stood on the version, not the lock.
+        self._held, self._flight_end, self._owner_token = None, 0.0, b""
+        # Lapsed while we were paused: our commit stood on the stored token, not the lock.
         with contextlib.suppress(LockError, StoreUnreachableError, CodexAuthError):
             self._call(lambda r: fleet.release())
 
-    # Writing: one atomic compare-and-set on the version.
+    # Writing: one script compares the stored token and writes, in one step.
 
-    def write_if_unchanged(self, expected: _Snapshot, new: AuthDotJson) -> bool:
-        """After a request, its answer is the only copy of the new tokens (the old refresh
-        token is spent): while peers wait for it, a Redis that does not answer is tried
-        again, so that a restart does not cost the fleet its login."""
+    def commit(
+        self, spent: str, account: str | None, new: AuthDotJson
+    ) -> tuple[bool, _Snapshot | None]:
+        """While peers wait for our request's answer, a Redis that does not answer is
+        tried again, so that a restart does not make them spend the token again."""
         end, self._flight_end = self._flight_end, 0.0
         while True:
             try:
-                return self._commit(str(expected.version), new)
+                done = self._write(spent, account or "", new)
             except StoreUnreachableError:
                 if time.monotonic() + _REDIS_COMMIT_RETRY >= end:
                     raise
                 time.sleep(_REDIS_COMMIT_RETRY)
+                continue
+            if done == 2:
+                _log(
+                    _WARNING,
+                    "%s was empty (restarted without persistence, or evicted): stored this "
+                    "machine's refreshed login in it again",
+                    self.location,
+                )
+            if done:
+                return True, None
+            return False, self.read(force=True)
 
     def save(self, auth: AuthDotJson) -> None:
-        self._commit("", auth)
+        self._write("", "", auth)
 
-    def _commit(self, expected: str, auth: AuthDotJson) -> bool:
+    def _write(self, spent: str, account: str, auth: AuthDotJson) -> int:
         import socket  # deferred: only a commit names its host
 
-        data = _serialize_auth(auth)
-        args = [expected, data, socket.gethostname(), os.getpid()]
-        self._redis()
-        done, _ = self._call(lambda r: self._commit_script(keys=[self.key], args=args))
+        tokens = auth.tokens
+        fingerprint = "" if tokens is None else _fingerprint(tokens.refresh_token)
+        its_account = (None if tokens is None else _account(tokens)) or ""
+        args: list[object] = [spent, account, _serialize_auth(auth), fingerprint, its_account]
+        args += [socket.gethostname(), os.getpid()]
+        done = int(self._script("commit", [self.key], args))
         self._snapshot = None  # the next read sees what is there now
-        return bool(done)
+        return done
 
     def delete(self) -> bool:
         self._snapshot = None
-        return bool(self._call(lambda r: r.delete(self.key)))
+        return bool(self._script("logout", [self.key], []))
 
-    # What the fleet shares; the clock's offset is this machine's own.
-
-    def _load_state(self) -> bytes | None:
-        data: bytes | None = self._call(lambda r: r.hget(self.key, "state"))
-        return data
-
-    def _save_state(self, data: bytes) -> None:
-        self._call(lambda r: r.hset(self.key, "state", data))
-
-    def clock_skew(self) -> float:
-        return self._skew
-
-    def record_clock_skew(self, skew: float) -> None:
-        self._skew = skew
+    def record(self, refresh_token: str, **facts: Any) -> None:
+        state = _SharedState(_fingerprint(refresh_token), **facts)
+        try:
+            self._script("record", [self.key], [state.fingerprint, state.to_json()])
+        except CodexAuthError as exc:
+            _log(_WARNING, "could not tell peers: %s", exc)
 
     def describe(self) -> dict[str, Any]:
         if not self._fields:
@@ -2143,8 +2182,9 @@ class KeyringStore(Store):
     """
 
     def __init__(self, codex_home: StrPath | None = None) -> None:
-        self._local = FileStore(codex_home)  # the lock and the shared state live there
-        self.account = codex_keyring_account(self._local.codex_home)
+        self.local = FileStore(codex_home)  # the lock, the shared state and the outbox
+        self.account = codex_keyring_account(self.local.codex_home)
+        self.outbox = _Outbox(self.local, "codexauth-outbox-keyring.json")
         self.location = f"the keyring ({KEYRING_SERVICE!r}, {self.account!r})"
         self._snapshot: _Snapshot | None = None
 
@@ -2289,8 +2329,11 @@ class KeyringStore(Store):
         self._snapshot = _Snapshot(auth, _fingerprint(text), trusted=True)
         return self._snapshot
 
+    def read_with_state(self, *, force: bool = True) -> tuple[_Snapshot | None, _SharedState]:
+        return self.read(force=force), self.local.local_state()
+
     def lock(self, timeout: float, done_elsewhere: Callable[[], bool]) -> _RefreshLock | None:
-        return self._local.lock(timeout, done_elsewhere)
+        return self.local.lock(timeout, done_elsewhere)
 
     def save(self, auth: AuthDotJson) -> None:
         # Compact, as Codex writes it (serde_json::to_string).
@@ -2301,18 +2344,15 @@ class KeyringStore(Store):
         self._snapshot = None
         return self._remove()
 
-    def _load_state(self) -> bytes | None:
-        return self._local._load_state()
-
-    def _save_state(self, data: bytes) -> None:
-        self._local._save_state(data)
+    def _save_state(self, state: _SharedState) -> None:
+        self.local._save_state(state)
 
     def describe(self) -> dict[str, Any]:
         return {
             "store": "keyring",
             "keyring_service": KEYRING_SERVICE,
             "keyring_account": self.account,
-            "lock_file": self._local.lock_location(),
+            "lock_file": self.local.lock_location(),
         }
 
 
@@ -2777,21 +2817,19 @@ class CodexAuth:
         if not timeout > 0 or not lock_timeout > 0:
             raise ValueError("timeout and lock_timeout must be positive")
         self.codex_home = _home(codex_home)
-        self.auth_file = os.path.join(self.codex_home, AUTH_FILE_NAME)
         self.store = _open_store(store, self.codex_home, namespace=namespace, timeout=timeout)
         self.timeout = timeout
         self.lock_timeout = lock_timeout
         self._session = session
         self._now = now
         self._snapshot: _Snapshot | None = None  # what this object last read or handed out
-        self._unsaved: tuple[str, _Snapshot] | None = None  # (replaced refresh token, new)
-        self._skew: float | None = None  # local clock minus the issuer's; None: not read yet
+        self._outbox_due = False  # an outbox waited beside the store when it was last read
 
     @classmethod
     def from_auth_storage(
         cls, codex_home: StrPath | None = None, **options: Any
     ) -> CodexAuth | None:
-        """A CodexAuth for `codex_home`, or None when it has no auth.json."""
+        """A CodexAuth for `codex_home`, or None when its store holds no login."""
         auth = cls(codex_home, **options)
         return auth if auth._load(force=True) is not None else None
 
@@ -2801,34 +2839,11 @@ class CodexAuth:
     # Reading.
 
     def _load(self, *, force: bool = False) -> _Snapshot | None:
-        self._snapshot = self._with_unsaved(self.store.read(force=force))
-        return self._snapshot
-
-    def _poll(self) -> _Snapshot | None:
-        self._snapshot = self._with_unsaved(self.store.poll())
-        return self._snapshot
-
-    def _load_locked(self) -> _Snapshot | None:
-        """The login under the lock; tokens we could not store before are stored now."""
-        snapshot = self.store.read_locked()
-        held = self._with_unsaved(snapshot)
-        if held is not snapshot and snapshot is not None:
-            with contextlib.suppress(AuthFileError):
-                if self.store.write_if_unchanged(snapshot, held.auth):  # type: ignore[union-attr]  # not None: substituted
-                    self._unsaved = None
-                    _log(_WARNING, "stored the refreshed login in %s at last", self.auth_file)
-        self._snapshot = held
-        return held
-
-    def _with_unsaved(self, snapshot: _Snapshot | None) -> _Snapshot | None:
-        """`snapshot`, unless it still holds what our failed write was to replace."""
-        if self._unsaved is None:
-            return snapshot
-        replaced, unsaved = self._unsaved
-        tokens = None if snapshot is None else snapshot.auth.tokens
-        if tokens is not None and tokens.refresh_token == replaced:
-            return unsaved  # our write failed: only we hold the successor
-        self._unsaved = None
+        snapshot = self.store.read(force=force)
+        if snapshot is not self._snapshot or force:
+            # A new read: is a refreshed login waiting to be stored?  (One stat().)
+            self._outbox_due = snapshot is not None and self.store.outbox.nearby()
+        self._snapshot = snapshot
         return snapshot
 
     def _require(self) -> _Snapshot:
@@ -2855,23 +2870,21 @@ class CodexAuth:
         now = self._now()
         freshness = _freshness(snapshot.access_exp, snapshot.last_refresh, now)
         if freshness is not _Freshness.FRESH:
-            self._skew = self.store.clock_skew()  # re-read: a clock put right is seen at once
-            if self._skew:
-                freshness = _freshness(
-                    snapshot.access_exp, snapshot.last_refresh, now - self._skew
-                )
+            skew = self.store.clock_skew()  # re-read: a clock put right is seen at once
+            if skew:
+                freshness = _freshness(snapshot.access_exp, snapshot.last_refresh, now - skew)
         return freshness
 
     def get_current_auth_json(self) -> AuthDotJson | None:
         """The login as stored now, without refreshing; None when there is none."""
         snapshot = self._load()
         if snapshot is not None:
-            self._mode(snapshot)  # a login of a kind we cannot serve says so, naming the file
+            self._mode(snapshot)  # a login of a kind we cannot serve says so, naming the store
         return None if snapshot is None else snapshot.auth
 
     @property
     def mode(self) -> AuthMode:
-        """API_KEY or CHATGPT, as auth.json says now."""
+        """API_KEY or CHATGPT, as the store says now."""
         mode = self._mode(self._require())
         assert mode is not None  # _require checked
         return mode
@@ -2914,6 +2927,8 @@ class CodexAuth:
     def _credentials(self) -> tuple[str, str | None]:
         """The token to send and its ChatGPT account id, from one snapshot."""
         snapshot = self._require()
+        if self._outbox_due:
+            snapshot = self._settled()
         auth = snapshot.auth
         if self._mode(snapshot) is AuthMode.API_KEY:
             assert auth.openai_api_key is not None  # the mode rule says so
@@ -2936,6 +2951,15 @@ class CodexAuth:
             return tokens.access_token, _account(tokens)
         return new.access_token, _account(new)
 
+    def _settled(self) -> _Snapshot:
+        """The login once this machine's outbox is settled (it waited beside the store)."""
+        with self.store.locked(self.lock_timeout):
+            snapshot, _ = self._read_settled()
+        self._snapshot, self._outbox_due = snapshot, False
+        if snapshot is None or self._mode(snapshot) is None:
+            raise _not_logged_in(self.store.location, hint=self.store.login_hint)
+        return snapshot
+
     def refresh_token(self) -> str:
         """Refresh now, unless a peer already refreshed the login this object last read.
 
@@ -2956,6 +2980,8 @@ class CodexAuth:
     def ensure_valid(self, seconds: float) -> AuthDotJson:
         """The login, refreshed first (single-flight) if its token has under `seconds` left."""
         snapshot = self._require()
+        if self._outbox_due:
+            snapshot = self._settled()
         if self._mode(snapshot) is AuthMode.CHATGPT:
             exp = snapshot.access_exp
             if exp is None:  # the 8-day rule is all there is to go by
@@ -2995,110 +3021,122 @@ class CodexAuth:
     def _refresh(
         self, start: _Snapshot, *, reason: str = "proactive_expiry", wait: bool = True
     ) -> TokenData:
-        """stale -> lock -> re-read -> adopt or POST -> write -> unlock.
+        """read -> decide -> (lock -> read -> decide -> POST -> outbox -> commit) -> unlock.
 
-        `start` is the snapshot the caller holds.  Tokens written since, for
-        the same account, are adopted without a request.  Without `wait`, a
-        lock held by a peer raises LockTimeoutError at once.
+        `start` is the snapshot the caller holds: tokens written since, for the
+        same account, are adopted without a request.  Every decision is
+        _decide() over one fresh read; every wait ends in another read.  Without
+        `wait`, a peer's refresh in progress raises LockTimeoutError at once.
         """
         assert start.auth.tokens is not None
-        stale = start.auth.tokens.refresh_token
+        begin = start.auth.tokens
         url = _refresh_url()
         deadline = time.monotonic() + (self.lock_timeout if wait else 0.0)
         while True:
-            # Fail fast, with no lock and no request, where a peer's attempt already failed.
-            error = self.store.known_failure(stale, self._now())
-            if error is not None:
-                _log(_DEBUG, "refresh skipped: a peer's attempt failed: %s", error)
-                raise error
-            adopted: list[TokenData] = []
+            snapshot, action, until, error = self._decide(begin, self._read())
+            if action in (_Action.POST, _Action.DEAD):
 
-            def peer_refreshed(adopted: list[TokenData] = adopted) -> bool:
-                tokens = self._peer_tokens(start)
-                if tokens is not None:
-                    adopted.append(tokens)
-                    return True
-                failure = self.store.known_failure(stale, self._now())
-                if failure is not None:
-                    raise failure  # the refresh we waited for failed: share its outcome
-                return False
+                def decided_elsewhere() -> bool:
+                    # While the holder works: its result, a failure, or a wait to join.
+                    action = self._decide(begin, self._read(force=False))[1]
+                    return action not in (_Action.POST, _Action.DEAD)
 
-            waited = time.monotonic()
-            lock = self.store.lock(max(deadline - waited, 0.0), peer_refreshed)
-            if lock is None:
-                _log(_DEBUG, "refresh adopted from a peer after %.0f ms", _ms_since(waited))
-                return adopted[0]
-            try:
-                _log(_DEBUG, "refresh lock taken after %.0f ms", _ms_since(waited))
-                outcome = self._refresh_locked(start, reason, url)
-            finally:
-                lock.release()
-            if isinstance(outcome, TokenData):
-                return outcome
-            if not wait:
-                raise LockTimeoutError(f"{REFRESH_FAILED} a peer's refresh is still landing")
-            # Spent by a peer that takes no lock (the Codex CLI): its write may still come.
-            tokens = self._await_lockless_peer(start, *outcome)
-            if tokens is not None:
-                return tokens
-
-    def _peer_tokens(self, start: _Snapshot) -> TokenData | None:
-        """Tokens a peer wrote since `start`, if they are usable; raises on another account."""
-        snapshot = self._poll()
-        tokens = self._check_same_login(start, snapshot)
-        if tokens == start.auth.tokens:
-            return None
-        assert snapshot is not None
-        return tokens if self._freshness(snapshot).still_valid else None
-
-    def _check_same_login(self, start: _Snapshot, snapshot: _Snapshot | None) -> TokenData:
-        """The tokens in `snapshot` if they belong to `start`'s account, as Codex checks.
-
-        Like Codex's guarded reload (codex-rs/login/src/auth/manager.rs), an
-        account that cannot be told (no id) is not taken to be the same one.
-        """
-        tokens = None if snapshot is None else snapshot.auth.tokens
-        assert start.auth.tokens is not None  # _refresh's callers checked
-        expected = _account(start.auth.tokens)
-        if (
-            tokens is None
-            or self._mode(snapshot) is not AuthMode.CHATGPT  # type: ignore[arg-type]  # not None
-            or expected is None
-            or _account(tokens) != expected
-        ):
-            raise PermanentRefreshError(RefreshTokenFailedReason.OTHER, ACCOUNT_CHANGED_MESSAGE)
-        return tokens
-
-    def _refresh_locked(
-        self, start: _Snapshot, reason: str, url: str
-    ) -> TokenData | tuple[float, str]:
-        """The refresh itself, under the lock.
-
-        Returns the tokens now in force, or (seconds, refresh token): that
-        token was spent by a lockless peer, whose write is awaited that long.
-        """
-        snapshot = self._load_locked()
-        tokens = self._check_same_login(start, snapshot)
-        assert snapshot is not None
-        if tokens != start.auth.tokens and self._freshness(snapshot).still_valid:
-            _log(_DEBUG, "refresh skipped: a peer already refreshed")
-            return tokens
-        # Not adopted: a peer may have written tokens that already expired; refresh
-        # from its refresh token, not ours, which is spent.
-        refresh_token = tokens.refresh_token
-        state, now = self.store.shared_state(), self._now()
-        error = state.error_for(refresh_token, now)
-        if error is not None:
-            _log(_DEBUG, "refresh skipped: %s", error)
+                waited = time.monotonic()
+                lock = self.store.lock(max(deadline - waited, 0.0), decided_elsewhere)
+                if lock is None:
+                    continue  # read again, and decide on what the peer left
+                try:
+                    _log(_DEBUG, "refresh lock taken after %.0f ms", _ms_since(waited))
+                    snapshot, action, until, error = self._decide(begin, self._read_settled())
+                    if action is _Action.POST:
+                        assert snapshot is not None  # _decide said POST: a login is there
+                        done = self._post_and_commit(snapshot, reason, url)
+                        if done is not None:
+                            return done
+                        continue  # answered "reused": wait for the peer that spent it
+                    if action is _Action.DEAD:
+                        assert snapshot is not None and snapshot.auth.tokens is not None
+                        spent = snapshot.auth.tokens.refresh_token
+                        self.store.record(spent, reason=RefreshTokenFailedReason.EXHAUSTED)
+                finally:
+                    lock.release()
+            if action is _Action.ADOPT:
+                assert snapshot is not None and snapshot.auth.tokens is not None
+                _log(_DEBUG, "refresh skipped: adopted the tokens a peer stored")
+                return snapshot.auth.tokens
+            if action is _Action.WAIT:
+                self._await_peer(snapshot, until, deadline)
+                continue
+            assert error is not None  # FAIL, OTHER, DEAD
+            _log(_DEBUG, "refresh not done: %s", error)
             raise error
-        wait = state.awaited_peer(refresh_token, now)
-        if wait:
-            return wait, refresh_token
-        if state.reused(refresh_token):
-            # Its wait for a lockless peer is over, and nothing landed: the login is dead,
-            # whoever gets to record it first.
-            self.store.record_failure(refresh_token, reason=RefreshTokenFailedReason.EXHAUSTED)
-            raise PermanentRefreshError(RefreshTokenFailedReason.EXHAUSTED)
+
+    def _decide(
+        self, begin: TokenData, read: tuple[_Snapshot | None, _SharedState]
+    ) -> tuple[_Snapshot | None, _Action, float, RefreshTokenError | None]:
+        """_decide() over one read, with the snapshot it was made on."""
+        snapshot, state = read
+        current = _chatgpt_tokens(snapshot)
+        if snapshot is not None:
+            self._snapshot = snapshot
+            self._mode(snapshot)  # a mode we cannot serve is named, not taken for a logout
+        usable = current is not None and self._freshness(snapshot).still_valid  # type: ignore[arg-type]  # not None with current
+        action, until, error = _decide(begin, current, usable, state, self._now())
+        return snapshot, action, until, error
+
+    def _read(self, *, force: bool = True) -> tuple[_Snapshot | None, _SharedState]:
+        """One read of the login and its shared state, this machine's outbox laid over it
+        while the store still holds the token it replaces (a read never writes)."""
+        snapshot, state = self.store.read_with_state(force=force)
+        if self.store.outbox.nearby():
+            record = self.store.outbox.load()
+            if record is not None and _settle(record, snapshot):
+                snapshot = _Snapshot(record.auth, replaces=record.spent)
+        return snapshot, state
+
+    def _read_settled(self) -> tuple[_Snapshot | None, _SharedState]:
+        """Under the lock: the login and its shared state in one read, this machine's outbox
+        settled first (committed while the store holds the token it replaces, else dropped)."""
+        snapshot, state = self.store.read_with_state()
+        record = self.store.outbox.load()
+        if record is None:
+            return snapshot, state
+        if not _settle(record, snapshot) and not (snapshot is None and self.store.lost):
+            _log(_DEBUG, "dropped an outbox the store has moved past (a later login, or none)")
+            self.store.outbox.clear(record)
+            return snapshot, state
+        return self._commit(record, snapshot), state
+
+    def _commit(self, record: _OutboxRecord, stored: _Snapshot | None) -> _Snapshot | None:
+        """Store an outbox record; the login in force after it (the record's own while the
+        store cannot take it: the next run stores it)."""
+        try:
+            written, found = self.store.commit(record.spent, record.account, record.auth)
+        except CodexAuthError as exc:
+            where = self.store.outbox.where or "this process's memory only (lost when it ends)"
+            _log(
+                _WARNING,
+                "could not store the refreshed login in %s (%s); it waits in %s, and the next "
+                "run stores it",
+                self.store.location,
+                exc,
+                where,
+            )
+            return _Snapshot(record.auth, replaces=record.spent)
+        self.store.outbox.clear(record)
+        if written:
+            _log(_DEBUG, "stored the refreshed login in %s", self.store.location)
+            return self.store.read(force=True)
+        _log(_WARNING, "the login in %s changed meanwhile; keeping that one", self.store.location)
+        return found if found is not None else stored
+
+    def _post_and_commit(self, snapshot: _Snapshot, reason: str, url: str) -> TokenData | None:
+        """Under the lock: POST the stored refresh token; the new tokens, durable in the
+        outbox before anything else, then committed.  None when the answer was "reused"."""
+        old = snapshot.auth
+        tokens = old.tokens
+        assert tokens is not None
+        refresh_token = tokens.refresh_token
         self.store.check_writable()
         self.store.begin_request(refresh_token, self.timeout)
         _log(_DEBUG, "refresh started: POST %s", url)
@@ -3107,62 +3145,18 @@ class CodexAuth:
         except PermanentRefreshError as exc:
             _log(_DEBUG, "refresh failed for good: %s", exc.reason.name)
             if exc.reason is RefreshTokenFailedReason.EXHAUSTED:
-                self.store.record_failure(refresh_token, peer_until=self._now() + REUSE_GRACE)
-                return REUSE_GRACE, refresh_token
-            self.store.record_failure(refresh_token, reason=exc.reason)
+                # Spent by someone else, maybe a peer that takes no lock (the Codex CLI),
+                # whose write may still come: a verdict only after REUSE_WINDOW.
+                self.store.record(refresh_token, peer_until=self._now() + REUSE_WINDOW)
+                return None
+            self.store.record(refresh_token, reason=exc.reason)
             raise
         except TransientRefreshError as exc:
             _log(_DEBUG, "refresh failed, transient: %s", exc)
-            self.store.record_failure(refresh_token, retry_after=self._now() + TRANSIENT_BACKOFF)
+            self.store.record(refresh_token, retry_after=self._now() + TRANSIENT_BACKOFF)
             raise
-        _log(_DEBUG, "refresh succeeded; writing %s", self.auth_file)
-        return self._store_refreshed(snapshot, fields)
-
-    def _await_lockless_peer(
-        self, start: _Snapshot, seconds: float, spent: str
-    ) -> TokenData | None:
-        """Watch for a lockless peer's write, holding no lock so that its write can land.
-
-        None when a peer wrote tokens that still need a refresh, or when
-        another wait began meanwhile.  When the wait is over and auth.json
-        still holds the spent refresh token, the login is dead: that is
-        remembered for every peer, and raised.
-        """
-        deadline = time.monotonic() + seconds
-        while True:
-            snapshot = self._poll()
-            tokens = self._check_same_login(start, snapshot)
-            if tokens.refresh_token != spent:
-                if self._freshness(snapshot).still_valid:  # type: ignore[arg-type]  # checked
-                    _log(_DEBUG, "refresh token was reused by a peer; adopted its tokens")
-                    return tokens
-                return None  # a peer wrote tokens: refresh from those
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.01)
-        state, now = self.store.shared_state(), self._now()
-        if state.reused(spent) and state.awaited_peer(spent, now) == 0.0:
-            self.store.record_failure(spent, reason=RefreshTokenFailedReason.EXHAUSTED)
-        error = self.store.known_failure(spent, now)
-        if error is None:
-            # Another wait began meanwhile, or a request in flight ended unanswered:
-            # nobody knows whether it spent the token, so the next holder tries.
-            return None
-        raise error
-
-    def _store_refreshed(self, snapshot: _Snapshot, fields: dict[str, str]) -> TokenData:
-        """Merge the answer into auth.json as read under the lock, keeping every other field."""
-        old = snapshot.auth
-        tokens = old.tokens
-        assert tokens is not None
-        refreshed = _merge_tokens(tokens, fields)
         now = self._now()
-        got_access = "access_token" in fields
-        if got_access:
-            skew = _clock_skew(refreshed.access_token, now)
-            if skew != (self._skew or 0.0):
-                self._skew = skew
-                self.store.record_clock_skew(skew)
+        refreshed = _merge_tokens(tokens, fields)
         new = AuthDotJson(
             old.openai_api_key, refreshed, datetime.fromtimestamp(now, timezone.utc), old.extra
         )
@@ -3171,26 +3165,39 @@ class CodexAuth:
         usable = self._freshness(_Snapshot(new)).still_valid
         if not usable:
             new.last_refresh = old.last_refresh
+        spent = snapshot.replaces or _fingerprint(refresh_token)  # what the store holds
+        record = _OutboxRecord(spent, _account(tokens), new)
         with _interrupts_deferred():
-            try:
-                written = self.store.write_if_unchanged(snapshot, new)
-            except AuthFileError as exc:
-                # The refresh token is spent: the new tokens must not be lost.
-                _log(_WARNING, "could not store the refreshed login: %s", exc)
-                self._unsaved = (tokens.refresh_token, _Snapshot(new))
-                self._snapshot = self._unsaved[1]
-            else:
-                if written:
-                    self._load()  # what this object holds now, for the next guarded refresh
-                else:
-                    # A lockless peer logged in anew while we refreshed: its login stays
-                    # in the store; this call still uses the tokens it was just given.
-                    _log(_WARNING, "the login changed during the refresh; keeping the newer one")
+            self.store.outbox.put(record)  # first: the answer is the only copy until then
+            _log(_DEBUG, "refresh succeeded; storing it in %s", self.store.location)
+            self._snapshot = self._commit(record, None)
+        if "access_token" in fields:
+            skew = _clock_skew(refreshed.access_token, now)
+            if skew != self.store.clock_skew():
+                self.store.record_clock_skew(skew)
         if not usable:
             raise TransientRefreshError(
                 f"{REFRESH_FAILED} the token endpoint answered without a usable access token"
             )
         return refreshed
+
+    def _await_peer(self, snapshot: _Snapshot | None, until: float, deadline: float) -> None:
+        """Wait, holding no lock so that a peer's write can land, until the login changes or
+        `until` (epoch) passes; the caller then reads again.  TransientRefreshError if our
+        own deadline comes first: the token was spent and its result is still to come."""
+        tokens = _chatgpt_tokens(snapshot)
+        waited = tokens.refresh_token if tokens is not None else None
+        end = time.monotonic() + max(until - self._now(), 0.0)
+        while time.monotonic() < end:
+            current = _chatgpt_tokens(self._read(force=False)[0])
+            if current is None or current.refresh_token != waited:
+                return
+            if time.monotonic() >= deadline:
+                raise TransientRefreshError(
+                    f"{REFRESH_FAILED} another program spent the refresh token and its result "
+                    "has not arrived yet; try again in a few seconds"
+                )
+            time.sleep(0.01)
 
     # Logging out, like `codex logout`.
 
@@ -3210,20 +3217,21 @@ class CodexAuth:
                 if isinstance(exc, _RevokeError)
                 else f"could not revoke the token: cannot read it ({exc})"
             )
-            _log(_WARNING, "%s; deleting %s anyway", self.revoke_error, self.auth_file)
+            _log(_WARNING, "%s; deleting %s anyway", self.revoke_error, self.store.location)
 
     def logout(self, *, revoke: bool = True) -> bool:
-        """Revoke the login's token at the server, then delete auth.json; True if there was one.
+        """Revoke the login's token at the server, then delete it from the store; True if
+        there was one.
 
         Like `codex logout` (codex-rs/login/src/auth/manager.rs `logout_with_revoke`):
         the refresh token is revoked, else the access token; an API key is not.  A
-        revoke that fails (network, timeout, an error status) still deletes the file:
+        revoke that fails (network, timeout, an error status) still deletes the login:
         `revoke_error` then says why, and a warning is logged.  It runs under the
         refresh lock, so no peer is mid-refresh.  `revoke=False` only deletes.
         """
         self.revoke_error = None
         url = _revoke_url()
-        if revoke:  # bad input fails before the lock, leaving auth.json as it was
+        if revoke:  # bad input fails before the lock, leaving the store as it was
             _check_refresh_url(url, "revoke")
             _ca_bundle()
         try:
@@ -3236,6 +3244,9 @@ class CodexAuth:
             if revoke:
                 self._revoke(url)
             removed = self.store.delete()
+            record = self.store.outbox.load()
+            if record is not None:
+                self.store.outbox.clear(record)  # a logout wins over a refresh not yet stored
         self._snapshot = None
         return removed
 
@@ -3254,6 +3265,39 @@ def get_token(codex_home: StrPath | None = None) -> str:
     if auth is None:
         auth = _shared.setdefault(home, CodexAuth(home))
     return auth.get_token()
+
+
+# Public functions ############################################################
+
+
+def load_auth_dot_json(codex_home: StrPath) -> AuthDotJson | None:
+    """auth.json from `codex_home`, or None when there is none (a torn write is finished)."""
+    snapshot = FileStore(codex_home).read()
+    return None if snapshot is None else snapshot.auth
+
+
+def save_auth(codex_home: StrPath, auth: AuthDotJson) -> None:
+    """Write `auth` to auth.json durably, mode 0600, keeping its unknown keys."""
+    store = FileStore(codex_home)
+    _makedirs_private(store.codex_home)
+    with store.locked(DEFAULT_LOCK_TIMEOUT):
+        store.save(auth)
+
+
+def logout(codex_home: StrPath | None = None, *, revoke: bool = True) -> bool:
+    """Revoke the token, then delete auth.json, like ``codex logout``; True if there was one.
+
+    See CodexAuth.logout; ``revoke=False`` only deletes the file.
+    """
+    return CodexAuth(codex_home).logout(revoke=revoke)
+
+
+def login_with_api_key(codex_home: StrPath, api_key: str) -> None:
+    """Store an API key as the login, replacing any ChatGPT tokens."""
+    api_key = api_key.strip()
+    if not api_key or any(c.isspace() for c in api_key):
+        raise CodexAuthError("the API key is empty or contains white space")
+    save_auth(codex_home, AuthDotJson(openai_api_key=api_key))
 
 
 # Adapters ####################################################################
@@ -3504,7 +3548,7 @@ def _status(auth: CodexAuth) -> dict[str, Any]:
         "access_token_fingerprint": None,
         "last_refresh": None,
         "refresh_due": None,
-        "auth_file": auth.auth_file,
+        "auth_file": os.path.join(auth.codex_home, AUTH_FILE_NAME),
         "lock_file": None,
         **auth.store.describe(),
     }
@@ -3812,7 +3856,7 @@ def _cmd_logout(auth: CodexAuth, args: Any) -> int:
 
 def _cmd_login(auth: CodexAuth, args: Any) -> int:
     login_with_api_key(auth.codex_home, _read_api_key())
-    print(f"Stored the API key in {auth.auth_file}.")
+    print(f"Stored the API key in {os.path.join(auth.codex_home, AUTH_FILE_NAME)}.")
     return EXIT_OK
 
 
@@ -3874,7 +3918,7 @@ def _may_replace(theirs: AuthDotJson, ours: AuthDotJson, last: str | None) -> bo
 
 def _fleet_marks(local: FileStore) -> dict[str, str]:
     """Per store: the refresh token (a digest) this machine last pulled or pushed."""
-    data = _read_sidecar(os.path.join(local._sidecar_dir(create=False), FLEET_FILE_NAME))
+    data = _read_sidecar(os.path.join(local.sidecar_dir(create=False), FLEET_FILE_NAME))
     try:
         marks = json.loads(data or b"{}")
     except ValueError:
@@ -3889,8 +3933,8 @@ def _mark_fleet(local: FileStore, fleet: Store, login: AuthDotJson) -> None:
         return
     marks = _fleet_marks(local)
     marks[fleet.location] = _fingerprint(login.tokens.refresh_token)
-    path = os.path.join(local._sidecar_dir(create=True), FLEET_FILE_NAME)
-    _write_sidecar(path, json.dumps(marks).encode("utf-8"), local._owner())
+    path = os.path.join(local.sidecar_dir(create=True), FLEET_FILE_NAME)
+    _write_sidecar(path, json.dumps(marks).encode("utf-8"), local.owner())
 
 
 _COMMANDS: dict[str, Callable[[CodexAuth, Any], int]] = {

@@ -856,7 +856,7 @@ def test_a_token_found_reused_is_not_spent_again_when_its_waiter_died(
         waiter.kill()
         waiter.wait()
     assert token_server.post_count == 2  # the peer's, and the waiter's answered "reused"
-    time.sleep(codexauth.REUSE_GRACE + 0.2)  # its wait is over; nobody recorded the verdict
+    time.sleep(codexauth.REUSE_WINDOW + 0.2)  # its wait is over; nobody recorded the verdict
 
     result = run_py(
         ["-m", "codexauth", "token"], codex_home=codex_home, token_url=token_server.url

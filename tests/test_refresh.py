@@ -1232,7 +1232,7 @@ def test_a_failed_proactive_refresh_serves_the_still_valid_token(
     code: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(codexauth, "REUSE_GRACE", 0.2)  # no peer will write
+    monkeypatch.setattr(codexauth, "REUSE_WINDOW", 0.2)  # no peer will write
     path = auth_json(access_exp=time.time() + 30)  # mandatory window: it waits, then fails
     stored = secrets_of(path)[0]
     token_server.fail_next(*answer)
