@@ -3034,7 +3034,10 @@ class CodexAuth:
         deadline = time.monotonic() + (self.lock_timeout if wait else 0.0)
         while True:
             snapshot, action, until, error = self._decide(begin, self._read())
-            if action in (_Action.POST, _Action.DEAD):
+            # POST and DEAD act under the lock; so does dropping an outbox a logout or a
+            # switch made stale, before "not yours" is said.
+            stale_outbox = action is _Action.OTHER and self.store.outbox.nearby()
+            if action in (_Action.POST, _Action.DEAD) or stale_outbox:
 
                 def decided_elsewhere() -> bool:
                     # While the holder works: its result, a failure, or a wait to join.
@@ -3160,10 +3163,13 @@ class CodexAuth:
         new = AuthDotJson(
             old.openai_api_key, refreshed, datetime.fromtimestamp(now, timezone.utc), old.extra
         )
+        # A new token's `iat` tells how far this machine's clock is off (kept below).
+        skew = _clock_skew(refreshed.access_token, now) if "access_token" in fields else None
         # Never a success that leaves no working token (a 2xx without one): the
         # refresh counts as not done, though a rotated refresh token is still kept.
-        usable = self._freshness(_Snapshot(new)).still_valid
-        if not usable:
+        known_skew = self.store.clock_skew() if skew is None else skew
+        usable = _freshness(_jwt_expiry(refreshed.access_token), None, now - known_skew)
+        if not usable.still_valid:
             new.last_refresh = old.last_refresh
         spent = snapshot.replaces or _fingerprint(refresh_token)  # what the store holds
         record = _OutboxRecord(spent, _account(tokens), new)
@@ -3171,11 +3177,9 @@ class CodexAuth:
             self.store.outbox.put(record)  # first: the answer is the only copy until then
             _log(_DEBUG, "refresh succeeded; storing it in %s", self.store.location)
             self._snapshot = self._commit(record, None)
-        if "access_token" in fields:
-            skew = _clock_skew(refreshed.access_token, now)
-            if skew != self.store.clock_skew():
-                self.store.record_clock_skew(skew)
-        if not usable:
+        if skew is not None and skew != self.store.clock_skew():
+            self.store.record_clock_skew(skew)
+        if not usable.still_valid:
             raise TransientRefreshError(
                 f"{REFRESH_FAILED} the token endpoint answered without a usable access token"
             )

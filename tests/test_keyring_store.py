@@ -92,7 +92,8 @@ def test_a_codex_keyring_login_is_refreshed_into_the_very_item_codex_reads(
     token = CodexAuth(codex_home).get_token()
 
     issued = token_server.last_issued
-    assert issued is not None and token_server.post_count == 1
+    assert issued is not None
+    assert token_server.post_count == 1
     assert fp(token) == fp(issued["access_token"])
     [item] = codex_items(secret_service, codex_home)  # one item, never two
     assert item.path == path
@@ -174,7 +175,8 @@ def test_the_account_of_a_symlinked_codex_home_is_its_real_paths(
     token = CodexAuth(link).get_token()
 
     issued = token_server.last_issued
-    assert issued is not None and fp(token) == fp(issued["access_token"])
+    assert issued is not None
+    assert fp(token) == fp(issued["access_token"])
     assert len(codex_items(secret_service, codex_home)) == 1
 
 

@@ -24,6 +24,7 @@ from support import (
     OTHER_MESSAGE,
     REVOKED_MESSAGE,
     fp,
+    id_token,
     make_jwt,
 )
 
@@ -891,3 +892,92 @@ def test_errors_survive_pickling_as_a_worker_pool_sends_them(error: Exception) -
 )
 def test_status_shows_times_relative_to_now(seconds: float, expected: str) -> None:
     assert codexauth._relative(seconds) == expected
+
+
+# The protocol's decision: one pure function of one read ######################
+
+_R = RefreshTokenFailedReason
+START = codexauth.TokenData(
+    codexauth.parse_id_token(id_token(account_id="acct-1")), "at-0", "rt-0", "acct-1"
+)
+
+
+def _tokens(refresh: str = "rt-0", account: str | None = "acct-1") -> codexauth.TokenData:
+    return codexauth.TokenData(
+        codexauth.parse_id_token(id_token(account_id=account)), "at", refresh, account
+    )
+
+
+def _state(refresh: str = "rt-0", **facts: Any) -> codexauth._SharedState:
+    return codexauth._SharedState(codexauth._fingerprint(refresh), **facts)
+
+
+A = codexauth._Action
+DECIDE_CASES = [
+    # (id, current, usable, state, action)
+    ("logged-out", None, False, _state(), A.OTHER),
+    ("another-account", _tokens(account="acct-2"), True, _state(), A.OTHER),
+    ("no-account-id", _tokens(account=None), True, _state(), A.OTHER),
+    ("unchanged-nothing-known", _tokens(), True, codexauth._SharedState(), A.POST),
+    ("unchanged-expired", _tokens(), False, codexauth._SharedState(), A.POST),
+    ("a-peer-refreshed", _tokens("rt-1"), True, codexauth._SharedState(), A.ADOPT),
+    ("a-peer-wrote-expired-tokens", _tokens("rt-1"), False, _state("rt-0"), A.POST),
+    ("permanent-failure-of-the-stored-token", _tokens(), False, _state(reason=_R.REVOKED), A.FAIL),
+    (
+        "failure-of-a-token-no-longer-stored",
+        _tokens("rt-1"),
+        False,
+        _state(reason=_R.REVOKED),
+        A.POST,
+    ),
+    ("backoff", _tokens(), False, _state(retry_after=NOW + 2), A.FAIL),
+    ("backoff-over", _tokens(), False, _state(retry_after=NOW - 1), A.POST),
+    ("backoff-from-a-clock-far-ahead", _tokens(), False, _state(retry_after=NOW + 60), A.POST),
+    ("in-flight-elsewhere", _tokens(), False, _state(sent_until=NOW + 30), A.WAIT),
+    ("flight-over", _tokens(), False, _state(sent_until=NOW - 1), A.POST),
+    ("reused-peer-may-still-write", _tokens(), False, _state(peer_until=NOW + 5), A.WAIT),
+    ("reused-and-window-over", _tokens(), False, _state(peer_until=NOW - 1), A.DEAD),
+    ("reused-token-replaced-since", _tokens("rt-1"), False, _state(peer_until=NOW - 1), A.POST),
+    ("reused-then-peer-wrote", _tokens("rt-1"), True, _state(peer_until=NOW + 5), A.ADOPT),
+]
+
+
+@pytest.mark.parametrize(
+    ("current", "usable", "state", "action"),
+    [case[1:] for case in DECIDE_CASES],
+    ids=[case[0] for case in DECIDE_CASES],
+)
+def test_decide(
+    current: codexauth.TokenData | None,
+    usable: bool,
+    state: codexauth._SharedState,
+    action: codexauth._Action,
+) -> None:
+    decided, until, error = codexauth._decide(START, current, usable, state, NOW)
+    assert decided is action
+    assert (error is not None) == (action in (A.OTHER, A.FAIL, A.DEAD))
+    assert (until > NOW) == (action is A.WAIT)
+    if action is A.DEAD:
+        assert isinstance(error, PermanentRefreshError)
+        assert error.reason is _R.EXHAUSTED
+
+
+SETTLE_CASES = [
+    # (id, stored refresh token and account or None, whether the outbox is committed)
+    ("store-holds-the-spent-token", ("rt-0", "acct-1"), True),
+    ("store-holds-a-later-login", ("rt-9", "acct-1"), False),
+    ("logged-out", None, False),
+    ("another-account", ("rt-0", "acct-2"), False),
+]
+
+
+@pytest.mark.parametrize(
+    ("stored", "commit"), [c[1:] for c in SETTLE_CASES], ids=[c[0] for c in SETTLE_CASES]
+)
+def test_settle(stored: tuple[str, str] | None, commit: bool) -> None:
+    new = codexauth.AuthDotJson(tokens=_tokens("rt-1"))
+    record = codexauth._OutboxRecord(codexauth._fingerprint("rt-0"), "acct-1", new)
+    snapshot = None
+    if stored is not None:
+        snapshot = codexauth._Snapshot(codexauth.AuthDotJson(tokens=_tokens(*stored)))
+    assert codexauth._settle(record, snapshot) is commit

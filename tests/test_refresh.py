@@ -256,7 +256,8 @@ def test_each_response_field_is_optional(
     returned = CodexAuth(codex_home, now=lambda: now).refresh_token()
 
     issued = token_server.last_issued
-    assert issued is not None and token_server.post_count == 1
+    assert issued is not None
+    assert token_server.post_count == 1
     doc = json.loads(path.read_bytes())
     for key in ("id_token", "access_token", "refresh_token"):
         expected = old[key] if key == omitted else issued[key]
@@ -395,7 +396,8 @@ def test_hung_endpoint_times_out_and_frees_the_lock(
     outcome = call_bounded(later.get_token)
     assert "error" not in outcome, repr(outcome.get("error"))
     issued = token_server.last_issued
-    assert issued is not None and token_server.post_count == 2
+    assert issued is not None
+    assert token_server.post_count == 2
     assert fp(outcome["value"]) == fp(issued["access_token"])
     assert fp(stored(codex_home)["refresh_token"]) == fp(issued["refresh_token"])
 
@@ -520,7 +522,8 @@ def test_tls_with_the_ca_from_the_environment(
 
     assert "error" not in outcome, repr(outcome.get("error"))
     issued = server.last_issued
-    assert issued is not None and server.post_count == 1
+    assert issued is not None
+    assert server.post_count == 1
     assert fp(outcome["value"]) == fp(issued["access_token"])
 
 
@@ -865,7 +868,8 @@ def test_permanent_failure_is_remembered_until_a_new_login(
     auth_json(access_exp=time.time() - 60, refresh="rt-new-login")
     token = CodexAuth(codex_home).get_token()
     issued = token_server.last_issued
-    assert issued is not None and token_server.post_count == 2
+    assert issued is not None
+    assert token_server.post_count == 2
     assert fp(token) == fp(issued["access_token"])
     assert fp(stored(codex_home)["refresh_token"]) == fp(issued["refresh_token"])
 
@@ -886,7 +890,8 @@ def test_transient_failure_backs_off_for_five_seconds(
 
     token = CodexAuth(codex_home, now=lambda: time.time() + 6).get_token()
     issued = token_server.last_issued
-    assert issued is not None and token_server.post_count == 2
+    assert issued is not None
+    assert token_server.post_count == 2
     assert fp(token) == fp(issued["access_token"])
 
 
@@ -1005,7 +1010,8 @@ def test_threads_refresh_once(
 
     assert [type(r).__name__ for r in results] == ["str"] * n
     issued = token_server.last_issued
-    assert issued is not None and token_server.post_count == 1
+    assert issued is not None
+    assert token_server.post_count == 1
     assert {fp(r) for r in results} == {fp(issued["access_token"])}
 
 
@@ -1037,7 +1043,8 @@ def test_recover_unauthorized_forces_one_refresh(
     token = auth.recover_unauthorized(rejected)
 
     issued = token_server.last_issued
-    assert issued is not None and token_server.post_count == 1
+    assert issued is not None
+    assert token_server.post_count == 1
     assert fp(token) == fp(issued["access_token"])
     assert fp(stored(codex_home)["refresh_token"]) == fp(issued["refresh_token"])
 
@@ -1132,7 +1139,8 @@ def test_refresh_token_refreshes_when_storage_still_holds_our_snapshot(
     token = auth.refresh_token()
 
     issued = token_server.last_issued
-    assert issued is not None and token_server.post_count == 1
+    assert issued is not None
+    assert token_server.post_count == 1
     assert fp(token) == fp(issued["access_token"])
     # The object's snapshot moved on: a second forced refresh refreshes again.
     auth.refresh_token()
@@ -1347,7 +1355,8 @@ def test_a_peer_that_wrote_an_expired_token_is_refreshed_from_its_refresh_token(
     assert not waiter.is_alive()
 
     issued = token_server.last_issued
-    assert issued is not None and token_server.post_count == 2
+    assert issued is not None
+    assert token_server.post_count == 2
     assert token_server.requests[-1]["refresh_token"] == peer["refresh_token"]
     assert fp(outcome["token"]) == fp(issued["access_token"])
     assert codexauth._jwt_expiry(outcome["token"]) or time.time() < 0

@@ -22,7 +22,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import children.codex_like_peer as codex_peer
 import pytest
 from support import (
     TokenServer,
@@ -35,12 +34,19 @@ from support import (
     py_env,
     read_doc,
     run_py,
-    stored,
     write_auth_json,
 )
 
 import codexauth
-from codexauth import AuthDotJson, AuthFileError, CodexAuth, CodexAuthError, TokenData
+from codexauth import (
+    AuthDotJson,
+    AuthFileError,
+    CodexAuth,
+    CodexAuthError,
+    NotLoggedInError,
+    PermanentRefreshError,
+    TokenData,
+)
 
 GUARD_SECONDS = 20.0  # hang guard for what could wait on its own lock
 EXTRA_TOP = {"auth_mode": "chatgpt", "future": {"nested": [1, 2.5, None]}}
@@ -170,7 +176,7 @@ def test_every_public_function_expands_a_tilde_in_codex_home(
     assert fp(read_doc(codex_home / "auth.json")["OPENAI_API_KEY"]) == fp("sk-tilde-2")
     assert fp(codexauth.get_token(tilde)) == fp("sk-tilde-2")
     auth = CodexAuth.from_auth_storage(tilde)
-    assert auth is not None and auth.auth_file == str(codex_home / "auth.json")
+    assert auth is not None and auth.store.location == str(codex_home / "auth.json")
     assert codexauth.RequestsAuth(tilde).codex.codex_home == str(codex_home)
     assert codexauth.HttpxAuth(tilde).codex.codex_home == str(codex_home)
     assert codexauth.logout(tilde) is True
@@ -205,10 +211,9 @@ def test_files_are_owner_only_from_creation_even_with_umask_0(
         assert mode_of(home / name) == 0o600, name
     # Every temp file, at the moment it was renamed into place, was owner-only.
     renamed_to = [name for name, _ in report["renamed"]]
-    # auth.json is created once by rename; later writes go in place, each after a
-    # complete pending copy.
-    assert renamed_to.count("auth.json") == 1
-    assert renamed_to.count("codexauth-pending.json") >= 2
+    # Every write of auth.json is a rename, as Codex writes it, each after an outbox.
+    assert renamed_to.count("auth.json") == 3
+    assert renamed_to.count("codexauth-outbox.json") >= 2
     assert renamed_to.count("codexauth-state.json") >= 1
     assert {name: mode for name, mode in report["renamed"] if mode != 0o600} == {}
 
@@ -659,7 +664,8 @@ def test_refresh_writes_in_place_even_when_rename_fails(
     token = CodexAuth(codex_home).get_token()
     monkeypatch.undo()
 
-    assert "auth.json" not in refused  # written in place: no rename needed
+    assert "auth.json" in refused  # tried first, as Codex writes it...
+    assert path.stat().st_ino == ino  # ...then written in place
     assert token_server.post_count == 1
     issued = token_server.last_issued
     assert issued is not None
@@ -772,7 +778,8 @@ def test_a_shorter_new_file_leaves_no_stale_tail(
     token = CodexAuth(codex_home).get_token()
 
     issued = token_server.last_issued
-    assert issued is not None and fp(token) == fp(issued["access_token"])
+    assert issued is not None
+    assert fp(token) == fp(issued["access_token"])
     doc = read_doc(path)  # parses: no tail of the longer old file
     assert fp(doc["tokens"]["access_token"]) == fp(issued["access_token"])
     assert len(json.dumps(doc, indent=2)) < size
@@ -787,63 +794,111 @@ def test_every_write_is_on_disk_before_the_next_step(
     assert result.returncode == 0, result.stderr[-2000:]
     events = [tuple(e) for e in json.loads(result.stdout)]
 
-    replaced = [e for e in events if e[0] == "replace" and e[2] == "codexauth-pending.json"]
-    assert len(replaced) == 1
-    temp = replaced[0][1]
+    outbox = [e for e in events if e[0] == "replace" and e[2] == "codexauth-outbox.json"]
+    committed = [e for e in events if e[0] == "replace" and e[2] == "auth.json"]
+    assert len(outbox) == 1 and len(committed) == 1
     steps = [
-        ("fsync", temp),  # the pending copy is on disk before it takes its name...
-        replaced[0],
-        ("fsync", "auth.json"),  # ...before auth.json is overwritten and synced...
-        ("unlink", "codexauth-pending.json"),  # ...before the copy goes
+        ("fsync", outbox[0][1]),  # the answer is on disk in the outbox...
+        outbox[0],  # ...under its name...
+        ("fsync", committed[0][1]),  # ...before the new auth.json is written and synced...
+        committed[0],  # ...and renamed into place, as Codex writes it...
+        ("unlink", "codexauth-outbox.json"),  # ...before the outbox goes
     ]
     positions = [events.index(step) for step in steps]
     assert positions == sorted(positions), events
 
 
-def test_a_write_killed_midway_is_finished_by_the_next_reader(
+def test_a_kill_after_the_outbox_is_durable_loses_nothing(
     codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
 ) -> None:
     path = auth_json(access_exp=time.time() - 60, extra_top=EXTRA_TOP)
     result = run_py(child("killed_mid_write"), codex_home=codex_home, token_url=token_server.url)
     assert result.returncode == -9, result.stderr[-2000:]
     assert token_server.post_count == 1
-    with pytest.raises(ValueError):
-        json.loads(path.read_bytes())  # torn by the kill
+    spent = read_doc(path)["tokens"]["refresh_token"]
+    assert spent not in token_server.valid  # auth.json holds the spent token, whole
+    assert (codex_home / "codexauth-outbox.json").exists()
 
     token = CodexAuth(codex_home).get_token()
 
     issued = token_server.last_issued
     assert issued is not None
-    assert token_server.post_count == 1  # the spent token's successor was not lost
+    assert token_server.post_count == 1  # the spent token's successor came from the outbox
     assert fp(token) == fp(issued["access_token"])
     doc = read_doc(path)
     assert fp(doc["tokens"]["refresh_token"]) == fp(issued["refresh_token"])
     assert doc["future"] == EXTRA_TOP["future"]
-    assert not (codex_home / "codexauth-pending.json").exists()
+    assert not (codex_home / "codexauth-outbox.json").exists()
+    assert leftovers(codex_home) == []
 
 
-@pytest.mark.parametrize("call", ["refresh_token", "save_auth"])
-def test_a_write_torn_while_we_wait_for_the_lock_is_finished_under_it(
-    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer, call: str
+def test_a_fresh_token_reader_settles_a_waiting_outbox(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
 ) -> None:
-    # This process read the login before a peer died mid-write: it meets the torn file
-    # only once it holds the lock, and must finish the write there, not wait for itself.
-    auth_json(access_exp=time.time() - 60)
-    held = CodexAuth(codex_home, lock_timeout=GUARD_SECONDS)
+    # A forced refresh killed before its commit: the stored access token is still fresh,
+    # but its refresh token is spent; the next reader stores the successor at once, so
+    # that a Codex CLI reading auth.json never spends the dead token.
+    path = auth_json(access_exp=time.time() + 3600)
+    result = run_py(
+        child("killed_mid_write", "refresh"), codex_home=codex_home, token_url=token_server.url
+    )
+    assert result.returncode == -9, result.stderr[-2000:]
+    assert (codex_home / "codexauth-outbox.json").exists()
+
+    CodexAuth(codex_home).get_token()
+
+    issued = token_server.last_issued
+    assert issued is not None
+    assert token_server.post_count == 1
+    assert fp(read_doc(path)["tokens"]["refresh_token"]) == fp(issued["refresh_token"])
+    assert not (codex_home / "codexauth-outbox.json").exists()
+
+
+@pytest.mark.parametrize("after", ["logout", "switch"])
+def test_a_logout_or_a_switch_after_a_kill_is_never_undone(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer, after: str
+) -> None:
+    path = auth_json(access_exp=time.time() - 60)
+    held = CodexAuth(codex_home)  # a long-lived process that read the login before
     assert held.get_current_auth_json() is not None
     result = run_py(child("killed_mid_write"), codex_home=codex_home, token_url=token_server.url)
     assert result.returncode == -9, result.stderr[-2000:]
-
-    started = time.monotonic()
-    if call == "refresh_token":
-        token = held.refresh_token()
-        issued = token_server.last_issued
-        assert issued is not None and fp(token) == fp(issued["access_token"])
-        assert token_server.post_count == 1  # adopted what the dead writer left pending
+    assert (codex_home / "codexauth-outbox.json").exists()
+    if after == "logout":
+        path.unlink()  # as `codex logout` does: it knows nothing of our outbox
     else:
-        codexauth.save_auth(codex_home, AuthDotJson(openai_api_key="sk-new"))
-        assert read_doc(codex_home / "auth.json")["OPENAI_API_KEY"] == "sk-new"
-    assert time.monotonic() - started < GUARD_SECONDS  # a hang guard, not a timing claim
+        write_auth_json(codex_home, account_id="acct-other", access_exp=time.time() - 60)
+    before = path.read_bytes() if path.exists() else None
+
+    with pytest.raises((NotLoggedInError, PermanentRefreshError)):
+        held.refresh_token()
+
+    assert token_server.post_count == 1  # nothing spent for a login that is gone
+    assert (path.read_bytes() if path.exists() else None) == before  # the logout/switch won
+    assert not (codex_home / "codexauth-outbox.json").exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="RLIMIT_FSIZE is POSIX")
+def test_a_pair_no_file_could_take_is_refreshed_from_its_own_token(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    # RLIMIT_FSIZE at auth.json's size: neither auth.json nor an outbox can be written.
+    auth_json(access_exp=time.time() - 60)
+    result = run_py(
+        child("refresh_unsaved_twice"), codex_home=codex_home, token_url=token_server.url
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert "error" not in report, report
+    issued = token_server.last_issued
+    assert issued is not None
+    assert report["second"] == fp(issued["access_token"])
+    assert token_server.post_count == 2
+    # rt-0, then the unsaved pair's own refresh token: never one token twice.
+    spent = [fp(body["refresh_token"]) for body in token_server.requests]
+    assert len(spent) == len(set(spent)) == 2
+    assert "could not store the refreshed login" in result.stderr
+    assert "memory only" in result.stderr
 
 
 def test_ctrl_c_during_the_write_loses_no_tokens(
@@ -861,7 +916,7 @@ def test_ctrl_c_during_the_write_loses_no_tokens(
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mount namespaces are Linux")
-def test_a_host_refresh_reaches_a_container_that_bind_mounted_the_file(
+def test_a_host_refresh_reaches_a_container_that_bind_mounted_the_directory(
     codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer, tmp_path: Path
 ) -> None:
     if shutil.which("unshare") is None or shutil.which("mount") is None:
@@ -869,17 +924,16 @@ def test_a_host_refresh_reaches_a_container_that_bind_mounted_the_file(
     host = auth_json(access_exp=time.time() - 60)  # the host's ~/.codex/auth.json
     container_home = tmp_path / "container"
     container_home.mkdir(mode=0o700)
-    in_container = container_home / "auth.json"
-    in_container.touch()
-    # `docker run -v ~/.codex/auth.json:/root/.codex/auth.json`: the host refreshes, then
-    # the container reads through its bind mount of the file.
+    # `docker run -v ~/.codex:/root/.codex` (README: mount the directory, not the file: a
+    # file mount keeps the inode the host's rename replaces): the host refreshes, then the
+    # container reads through its bind mount.
     script = (
         'mount --bind "$1" "$2" || exit 77; '
         f'"{sys.executable}" -m codexauth token >/dev/null || exit 1; '
-        'cmp -s "$1" "$2" && echo same || echo cut-loose'
+        'cmp -s "$1/auth.json" "$2/auth.json" && echo same || echo cut-loose'
     )
     result = subprocess.run(
-        ["unshare", "-m", "sh", "-c", script, "sh", str(host), str(in_container)],
+        ["unshare", "-m", "sh", "-c", script, "sh", str(host.parent), str(container_home)],
         env=py_env(codex_home, token_server.url),
         capture_output=True,
         text=True,
@@ -930,11 +984,9 @@ def test_a_full_disk_after_the_post_loses_no_tokens(
     (code1, out1, err1), (code2, out2, err2) = report["first"], report["second"]
     assert code1 == 0, err1
     assert fp(out1.strip()) == fp(issued["access_token"])  # the tokens reached the caller
-    if growth == "grow":
-        # auth.json could not take them: one loud line says where they are.
-        assert err1.count("\n") == 1 and str(runtime) in err1, err1
-    else:
-        assert err1 == ""  # written in place: no new block was needed
+    # auth.json could not take them (a new file needs new blocks): one loud line says
+    # where they are.
+    assert err1.count("\n") == 1 and str(runtime) in err1, err1
     assert code2 == 0, err2
     assert fp(out2.strip()) == fp(issued["access_token"])
     assert token_server.post_count == 1  # the next process picked them up: no new POST
@@ -960,47 +1012,12 @@ def test_a_symlink_planted_at_the_state_file_mid_write_is_never_followed(
             state.unlink()
         state.symlink_to(victim)
         planted += 1
-        store.record_failure("rt-0", retry_after=time.time())
+        store.record("rt-0", retry_after=time.time())
         writes += 1
         assert not state.is_symlink()  # replaced by a file of ours
     assert planted == writes and writes > 10
     assert victim.read_bytes() == PRECIOUS
     assert token_server.post_count == 0
-
-
-def test_logout_over_a_write_torn_by_a_dead_peer_does_not_wait_for_itself(
-    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
-) -> None:
-    auth_json(access_exp=time.time() - 60)
-    result = run_py(child("killed_mid_write"), codex_home=codex_home, token_url=token_server.url)
-    assert result.returncode == -9, result.stderr[-2000:]
-
-    started = time.monotonic()
-    assert codexauth.logout(codex_home) is True  # reads the login under its lock to revoke it
-    assert time.monotonic() - started < GUARD_SECONDS  # a hang guard, not a timing claim
-    assert not (codex_home / "auth.json").exists()
-    assert token_server.revoke_count == 1  # what the dead writer left pending was revoked
-
-
-def test_a_stale_pending_copy_is_never_restored_over_a_file_another_writer_tore(
-    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
-) -> None:
-    path = auth_json(access_exp=time.time() - 60)
-    result = run_py(
-        child("killed_before_cleanup"), codex_home=codex_home, token_url=token_server.url
-    )
-    assert result.returncode == -9, result.stderr[-2000:]
-    assert (codex_home / "codexauth-pending.json").exists()  # stale: auth.json is whole
-    # A lockless Codex CLI refreshes and dies after its truncate: an empty auth.json.
-    rotated = codex_peer.refresh(token_server.url, stored(codex_home)["refresh_token"])
-    path.write_bytes(b"")
-
-    with pytest.raises(AuthFileError):
-        CodexAuth(codex_home).get_token()
-
-    assert path.read_bytes() == b""  # not "restored" to the refresh token the peer spent
-    assert token_server.post_count == 2
-    assert rotated["refresh_token"] in token_server.valid
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mount namespaces are Linux")
@@ -1033,38 +1050,4 @@ def test_a_container_write_to_a_bind_mounted_file_leaves_the_host_a_whole_file(
     assert issued is not None
     assert fp(read_doc(host)["tokens"]["refresh_token"]) == fp(issued["refresh_token"])
     assert fp(CodexAuth(codex_home).get_token()) == fp(issued["access_token"])
-    assert token_server.post_count == 1
-
-
-def test_a_reader_meeting_our_write_torn_for_long_waits_for_it(
-    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
-) -> None:
-    # Longer than a reader's torn-read retries (TORN_READ_WINDOW): the reader must wait for
-    # the writer's lock, not call a file that is being written corrupt.
-    auth_json(access_exp=time.time() - 60)
-    writer = subprocess.Popen(
-        [sys.executable, *child("slow_writer", "1.0")],
-        env=py_env(codex_home, token_server.url),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert writer.stdout is not None and writer.stdout.readline() == "spoilt\n"
-        readers = [
-            subprocess.Popen(
-                [sys.executable, "-m", "codexauth", "token"],
-                env=py_env(codex_home, token_server.url),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(4)
-        ]
-        outcomes = [reader.communicate(timeout=CHILD_TIMEOUT) for reader in readers]
-    finally:
-        writer.wait(timeout=CHILD_TIMEOUT)
-    issued = token_server.last_issued
-    assert issued is not None
-    assert [r.returncode for r in readers] == [0] * 4, [err[-300:] for _, err in outcomes]
-    assert {fp(out.strip()) for out, _ in outcomes} == {fp(issued["access_token"])}
     assert token_server.post_count == 1

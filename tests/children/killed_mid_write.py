@@ -1,28 +1,34 @@
-"""Refreshes, and is killed (SIGKILL) half way through writing auth.json's new contents.
+"""Refreshes, and is killed (SIGKILL) as it renames the new auth.json into place.
 
-    python tests/children/killed_mid_write.py
+    python tests/children/killed_mid_write.py [refresh]
 
-Wraps codexauth's positional writer: the write at offset 1 (the body of auth.json, after its
-first byte was spoilt) stops half way and the process kills itself. It never exits normally.
+The refresh answer is already durable in the outbox (codexauth-outbox.json); auth.json still
+holds the spent refresh token. With `refresh`, a forced refresh (of a token that may still be
+fresh) instead of get_token(). The process never exits normally.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
+from typing import Any
 
 import codexauth
 
-real_pwrite_all = codexauth._pwrite_all
+real_replace = os.replace
 
 
-def die_halfway_through_the_bulk(fd: int, data: bytes, offset: int) -> None:
-    if offset == 1:
-        real_pwrite_all(fd, data[: len(data) // 2], offset)
+def die_at_the_commit(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+    if os.path.basename(os.fspath(dst)) == codexauth.AUTH_FILE_NAME:
         os.kill(os.getpid(), signal.SIGKILL)
-    real_pwrite_all(fd, data, offset)
+    real_replace(src, dst, *args, **kwargs)
 
 
 if __name__ == "__main__":
-    codexauth._pwrite_all = die_halfway_through_the_bulk
-    codexauth.CodexAuth(os.environ["CODEX_HOME"]).get_token()
+    os.replace = die_at_the_commit
+    auth = codexauth.CodexAuth(os.environ["CODEX_HOME"])
+    if sys.argv[1:] == ["refresh"]:
+        auth.refresh_token()
+    else:
+        auth.get_token()
