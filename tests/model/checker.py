@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Protocol, Sequence
+from typing import Callable, Protocol
 
 
 class Model(Protocol):
@@ -51,7 +52,7 @@ class Result:
 
 
 def explore(model: Model, max_states: int = 5_000_000) -> Result:
-    """Visit every reachable state; stop at the first violation (which BFS makes a shortest one)."""
+    """Visit every reachable state; stop at the first violation (BFS makes it a shortest one)."""
     started = time.perf_counter()
     start = model.initial()
     parent: dict[Hashable, tuple[Hashable, str] | None] = {start: None}

@@ -26,7 +26,7 @@ Abstracted away:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 A, B = "A", "B"
 
@@ -93,29 +93,29 @@ class Config:
 class Proc(NamedTuple):
     pc: str = IDLE
     rounds: int = 1  # refreshes left, this one included
-    start: Optional[int] = None  # the token the refresh started from
-    tok: Optional[int] = None  # the token decided on, POSTed or waited on
-    base: Optional[int] = None  # the store's token an outbox record replaces
-    new: Optional[int] = None  # the token received
-    ans: Optional[str] = None  # "ok", "reused" or "5xx"
-    mem: Optional[tuple[int, int]] = None  # non-durable outbox: (replaces, new)
-    seen: Optional[tuple] = None  # the login read in the first of two round trips (variant 4)
+    start: int | None = None  # the token the refresh started from
+    tok: int | None = None  # the token decided on, POSTed or waited on
+    base: int | None = None  # the store's token an outbox record replaces
+    new: int | None = None  # the token received
+    ans: str | None = None  # "ok", "reused" or "5xx"
+    mem: tuple[int, int] | None = None  # non-durable outbox: (replaces, new)
+    seen: tuple | None = None  # the login read in the first of two round trips (variant 4)
     paused: bool = False  # stopped past the fleet lock's TTL (Redis), until its next step
-    outcome: Optional[str] = None
+    outcome: str | None = None
 
 
 class Peer(NamedTuple):
     pc: str = "read"  # read -> post -> answered -> (write) -> read | done
     posts: int = 0  # POSTs left
-    tok: Optional[int] = None
-    new: Optional[int] = None  # None after "reused"
+    tok: int | None = None
+    new: int | None = None  # None after "reused"
 
 
 class World(NamedTuple):
     store: object  # None (no login), "TORN", or (account, n, writer)
-    shared: Optional[tuple]  # (n, kind, over): kind "exhausted" | "backoff" | "peer"
-    flight: Optional[tuple]  # Redis in-flight record: (n, owner, over)
-    lock: Optional[object]  # file: auth.lock holder (proc index or "peer"); redis: fleet lock
+    shared: tuple | None  # (n, kind, over): kind "exhausted" | "backoff" | "peer"
+    flight: tuple | None  # Redis in-flight record: (n, owner, over)
+    lock: object | None  # file: auth.lock holder (proc index or "peer"); redis: fleet lock
     local: tuple  # Redis: each machine's local lock holder
     outbox: tuple  # each machine's durable record: (replaces, new) or None
     server: int  # the token server's live refresh token for A
@@ -142,7 +142,7 @@ KILLS, LAPSES, RESTARTS, OUTAGES, DISK, FAILURES, TIMEOUTS = range(7)
 # Pure functions the design names ##################################################
 
 
-def _settle(record: Optional[tuple], store: object, variant: Variant, redis: bool) -> str:
+def _settle(record: tuple | None, store: object, variant: Variant, redis: bool) -> str:
     """_settle(record, snapshot) -> "COMMIT" | "DROP" | "NONE"."""
     if record is None:
         return "NONE"
@@ -163,7 +163,7 @@ def _holds(store: object, n: int, redis: bool, variant: Variant) -> bool:
 
 
 def _decide(
-    start: Optional[int], login: object, shared: Optional[tuple], flight, variant: Variant
+    start: int | None, login: object, shared: tuple | None, flight, variant: Variant
 ) -> str:
     """_decide(start_rt, start_account, current, usable, state, now) -> action."""
     if start is None or not isinstance(login, tuple) or login[0] != A:
@@ -246,11 +246,11 @@ class ProtocolModel:
         procs[i] = procs[i]._replace(paused=False, **kw)
         return w._replace(procs=tuple(procs))
 
-    def _record(self, w: World, i: int, p: Proc) -> Optional[tuple]:
+    def _record(self, w: World, i: int, p: Proc) -> tuple | None:
         """_Outbox.load(): this object's in-memory record first, else its machine's file."""
         return p.mem or w.outbox[self.c.machine_of(i)]
 
-    def _effective(self, w: World, i: int, p: Proc) -> tuple[object, Optional[int]]:
+    def _effective(self, w: World, i: int, p: Proc) -> tuple[object, int | None]:
         """The login a read works on: the store, or the outbox's pair where _settle says COMMIT.
 
         Returns (login, the store token an outbox record replaces, or None)."""
@@ -259,8 +259,8 @@ class ProtocolModel:
             return (A, record[1], "outbox"), record[0]
         return w.store, None
 
-    def _with_outbox(self, w: World, i: int, record: Optional[tuple], durable: bool) -> World:
-        p = w.procs[i]
+    def _with_outbox(self, w: World, i: int, record: tuple | None, durable: bool) -> World:
+        w.procs[i]
         m = self.c.machine_of(i)
         if durable:
             outbox = list(w.outbox)
@@ -316,7 +316,9 @@ class ProtocolModel:
         """Check I3 at the moment a process says "sign in again"."""
         holder = self.live_holder(w)
         if holder and w.server not in w.excused:
-            w = self._event(w, "I3", f"p{i + 1} says sign in again while {holder} has rt{w.server}")
+            w = self._event(
+                w, "I3", f"p{i + 1} says sign in again while {holder} has rt{w.server}"
+            )
         return self._finish(w, i, "exhausted")
 
     # -- steps -----------------------------------------------------------------------
@@ -343,8 +345,12 @@ class ProtocolModel:
                 return []
             login, _ = self._effective(w, i, p)
             start = login[1] if isinstance(login, tuple) and login[0] == A else None
-            return [(f"{name}: CodexAuth._refresh starts from rt{start}", self._set(
-                w, i, pc=READ, start=start))]
+            return [
+                (
+                    f"{name}: CodexAuth._refresh starts from rt{start}",
+                    self._set(w, i, pc=READ, start=start),
+                )
+            ]
 
         if pc in (READ, WAIT) or (pc == LOCK and not self._lock_free(w, i)):
             # CodexAuth._refresh's unlocked read (CodexAuth._read) and _decide; in WAIT,
@@ -357,8 +363,11 @@ class ProtocolModel:
                 return []  # still waiting: only the store changing or a deadline ends it
             if pc == LOCK and action in ("POST", "DEAD", "WAIT"):
                 return []  # keep waiting for the lock
-            where = {READ: "CodexAuth._refresh", WAIT: "CodexAuth._await_peer",
-                     LOCK: "Store.lock done_elsewhere"}[pc]
+            where = {
+                READ: "CodexAuth._refresh",
+                WAIT: "CodexAuth._await_peer",
+                LOCK: "Store.lock done_elsewhere",
+            }[pc]
             label = f"{name}: {where} reads {self._show(login)} -> {action}"
             return [(label, self._after_decide(w, i, p, action, login, locked=False))]
 
@@ -379,8 +388,12 @@ class ProtocolModel:
                 return []
             if self.redis and v.redis_two_round_trips:
                 # old: HGETALL for the login, the shared state in a later HGET
-                return [(f"{name}: RedisStore.read HGETALL login {self._show(w.store)}",
-                         self._set(w, i, pc=SETTLE_STATE, seen=(w.store,)))]
+                return [
+                    (
+                        f"{name}: RedisStore.read HGETALL login {self._show(w.store)}",
+                        self._set(w, i, pc=SETTLE_STATE, seen=(w.store,)),
+                    )
+                ]
             return self._settled(w, i, p, w.store, f"{name}: CodexAuth._read_settled")
 
         if pc == SETTLE_STATE:
@@ -397,8 +410,7 @@ class ProtocolModel:
             if self.redis:
                 w2 = w2._replace(shared=None, flight=None)
             w2 = self._set(self._clear_outbox(w2, i), i, pc=SETTLE)
-            return [(f"{name}: Store.commit writes the outbox's rt{record[1]}; _Outbox.clear",
-                     w2)]
+            return [(f"{name}: Store.commit writes the outbox's rt{record[1]}; _Outbox.clear", w2)]
 
         if pc == BEGIN:
             # RedisStore.begin_request: fenced on the fleet lock's owner and the fingerprint.
@@ -409,10 +421,18 @@ class ProtocolModel:
             fenced = v.redis_two_round_trips or _holds(w.store, p.base, False, v)
             if w.lock == i and fenced:
                 w2 = w._replace(flight=(p.tok, i, False))
-                return [(f"{name}: RedisStore.begin_request announces rt{p.tok}",
-                         self._set(w2, i, pc=POST))]
-            return [(f"{name}: RedisStore.begin_request refused (lock lapsed)",
-                     self._finish(w, i, "transient"))]
+                return [
+                    (
+                        f"{name}: RedisStore.begin_request announces rt{p.tok}",
+                        self._set(w2, i, pc=POST),
+                    )
+                ]
+            return [
+                (
+                    f"{name}: RedisStore.begin_request refused (lock lapsed)",
+                    self._finish(w, i, "transient"),
+                )
+            ]
 
         if pc == POST:
             # CodexAuth._post_and_commit: POST rt to the token server.
@@ -430,8 +450,12 @@ class ProtocolModel:
             # FileStore.commit: temp file + fsync + rename; then _Outbox.clear and release.
             w2 = w._replace(store=(A, p.new, "cx"), stored=w.stored | {p.new})
             w2 = self._clear_outbox(w2, i)
-            return [(f"{name}: FileStore.commit renames rt{p.new} in; _Outbox.clear",
-                     self._finish(w2, i, "ok"))]
+            return [
+                (
+                    f"{name}: FileStore.commit renames rt{p.new} in; _Outbox.clear",
+                    self._finish(w2, i, "ok"),
+                )
+            ]
         raise AssertionError(pc)
 
     def _lock_free(self, w: World, i: int) -> bool:
@@ -497,12 +521,20 @@ class ProtocolModel:
         w = w._replace(posted=w.posted | {n})
         if n != w.server:
             return [(f"{name}: POST rt{n} -> reused", self._set(w, i, pc=ANSWERED, ans="reused"))]
-        out = [(f"{name}: POST rt{n} -> rt{n + 1}",
-                self._set(w._replace(server=n + 1), i, pc=ANSWERED, ans="ok", new=n + 1))]
+        out = [
+            (
+                f"{name}: POST rt{n} -> rt{n + 1}",
+                self._set(w._replace(server=n + 1), i, pc=ANSWERED, ans="ok", new=n + 1),
+            )
+        ]
         w = failed
         if w.budget[FAILURES]:
-            out.append((f"{name}: POST rt{n} -> 5xx (nothing rotated)",
-                        self._set(self._spend(w, FAILURES), i, pc=ANSWERED, ans="5xx")))
+            out.append(
+                (
+                    f"{name}: POST rt{n} -> 5xx (nothing rotated)",
+                    self._set(self._spend(w, FAILURES), i, pc=ANSWERED, ans="5xx"),
+                )
+            )
         return out
 
     def _answered(self, w: World, i: int, p: Proc) -> list[tuple[str, World]]:
@@ -527,18 +559,30 @@ class ProtocolModel:
                 w3 = self._record_state(w3, n, "backoff")
                 if not self.v.strict_i1:
                     w3 = w3._replace(excused=w3.excused | {n})
-                out.append((f"{name}: times out (the server rotated rt{n}); records backoff",
-                            self._finish(w3, i, "transient")))
+                out.append(
+                    (
+                        f"{name}: times out (the server rotated rt{n}); records backoff",
+                        self._finish(w3, i, "transient"),
+                    )
+                )
         elif p.ans == "reused":
             # Store.record(rt, peer_until=now+REUSE_WINDOW); release; WAIT.
             w2 = self._record_state(w, n, "peer")
             w2 = self._release(w2, i)
-            out.append((f"{name}: reused -> Store.record peer_until; CodexAuth._await_peer",
-                        self._set(w2, i, pc=WAIT)))
+            out.append(
+                (
+                    f"{name}: reused -> Store.record peer_until; CodexAuth._await_peer",
+                    self._set(w2, i, pc=WAIT),
+                )
+            )
         else:
             w2 = self._record_state(w, n, "backoff")
-            out.append((f"{name}: 5xx -> Store.record retry_after; raise transient",
-                        self._finish(w2, i, "transient")))
+            out.append(
+                (
+                    f"{name}: 5xx -> Store.record retry_after; raise transient",
+                    self._finish(w2, i, "transient"),
+                )
+            )
         return out
 
     def _commit(self, w: World, i: int, p: Proc) -> list[tuple[str, World]]:
@@ -550,11 +594,19 @@ class ProtocolModel:
         if unreachable:
             if self.redis and v.redis_commit_on_version:
                 # old: the pair is dropped when the store stays unreachable past the flight
-                return [(f"{name}: Store.commit unreachable; pair dropped",
-                         self._finish(w, i, "transient"))]
+                return [
+                    (
+                        f"{name}: Store.commit unreachable; pair dropped",
+                        self._finish(w, i, "transient"),
+                    )
+                ]
             # keep the outbox; warn once; return the new token
-            return [(f"{name}: Store.commit fails; the outbox keeps rt{p.new}",
-                     self._finish(w, i, "ok"))]
+            return [
+                (
+                    f"{name}: Store.commit fails; the outbox keeps rt{p.new}",
+                    self._finish(w, i, "ok"),
+                )
+            ]
         key = p.tok if v.unsaved_whole_doc_compare else p.base
         if self.redis and v.redis_commit_on_version:
             holds = isinstance(w.store, tuple) and w.store[:2] == (A, key)
@@ -565,21 +617,33 @@ class ProtocolModel:
                 w2 = w._replace(store=(A, p.new, "cx"), shared=None, flight=None)
                 w2 = w2._replace(stored=w.stored | {p.new})
                 w2 = self._clear_outbox(w2, i)
-                return [(f"{name}: RedisStore.commit script writes rt{p.new}",
-                         self._finish(w2, i, "ok"))]
+                return [
+                    (
+                        f"{name}: RedisStore.commit script writes rt{p.new}",
+                        self._finish(w2, i, "ok"),
+                    )
+                ]
             return [(f"{name}: Store.commit finds rt{key}", self._set(w, i, pc=COMMIT_WRITE))]
         w2 = self._clear_outbox(w, i)
         w2 = self._set(w2, i, mem=None)
         if isinstance(w.store, tuple) and w.store[0] == A:
-            return [(f"{name}: Store.commit finds {self._show(w.store)}; _Outbox.clear",
-                     self._finish(w2, i, "ok"))]
-        return [(f"{name}: Store.commit finds {self._show(w.store)}; _Outbox.clear; OTHER",
-                 self._finish(w2, i, "other"))]
+            return [
+                (
+                    f"{name}: Store.commit finds {self._show(w.store)}; _Outbox.clear",
+                    self._finish(w2, i, "ok"),
+                )
+            ]
+        return [
+            (
+                f"{name}: Store.commit finds {self._show(w.store)}; _Outbox.clear; OTHER",
+                self._finish(w2, i, "other"),
+            )
+        ]
 
     # -- the other actors --------------------------------------------------------------
 
     def _peer_steps(self, w: World) -> list[tuple[str, World]]:
-        """The lockless Codex CLI 0.171: POST with no lock, then a guarded write under auth.lock."""
+        """Codex CLI 0.171, lockless: POST with no lock, then a guarded write under auth.lock."""
         q = w.peer
         if q.pc == "done":
             return []
@@ -587,21 +651,28 @@ class ProtocolModel:
             if w.store == "TORN":
                 return []
             if not (isinstance(w.store, tuple) and w.store[0] == A) or q.posts == 0:
-                return [("peer: reads no login of A; stops", w._replace(peer=q._replace(
-                    pc="done")))]
+                return [
+                    ("peer: reads no login of A; stops", w._replace(peer=q._replace(pc="done")))
+                ]
             n = w.store[1]
             return [(f"peer: codex reads rt{n}", w._replace(peer=q._replace(pc="post", tok=n)))]
         if q.pc == "post":
             n = q.tok
             q2 = q._replace(pc="answered", posts=q.posts - 1)
             if n == w.server:
-                return [(f"peer: codex POST rt{n} -> rt{n + 1} (answer on its way)",
-                         w._replace(server=n + 1, peer=q2._replace(new=n + 1)))]
+                return [
+                    (
+                        f"peer: codex POST rt{n} -> rt{n + 1} (answer on its way)",
+                        w._replace(server=n + 1, peer=q2._replace(new=n + 1)),
+                    )
+                ]
             return [(f"peer: codex POST rt{n} -> reused", w._replace(peer=q2._replace(new=None)))]
         # answered
         nxt = "read" if q.posts else "done"
         if q.new is None:
-            return [("peer: codex gives up on reused", w._replace(peer=Peer(pc=nxt, posts=q.posts)))]
+            return [
+                ("peer: codex gives up on reused", w._replace(peer=Peer(pc=nxt, posts=q.posts)))
+            ]
         if w.lock is not None or w.store == "TORN":
             return []  # waits for auth.lock
         if isinstance(w.store, tuple) and w.store[:2] == (A, q.tok):
@@ -619,22 +690,38 @@ class ProtocolModel:
             return []
         if q.pc == "read":
             if not (isinstance(w.store, tuple) and w.store[0] == A):
-                return [] if w.store == "TORN" else [
-                    ("old: reads no login; stops", w._replace(old=q._replace(pc="done")))]
-            return [(f"old: codex reads rt{w.store[1]}",
-                     w._replace(old=q._replace(pc="post", tok=w.store[1])))]
+                return (
+                    []
+                    if w.store == "TORN"
+                    else [("old: reads no login; stops", w._replace(old=q._replace(pc="done")))]
+                )
+            return [
+                (
+                    f"old: codex reads rt{w.store[1]}",
+                    w._replace(old=q._replace(pc="post", tok=w.store[1])),
+                )
+            ]
         if q.pc == "post":
             n = q.tok
             if n == w.server:
-                return [(f"old: POST rt{n} -> rt{n + 1}",
-                         w._replace(server=n + 1, old=q._replace(pc="truncate", new=n + 1)))]
+                return [
+                    (
+                        f"old: POST rt{n} -> rt{n + 1}",
+                        w._replace(server=n + 1, old=q._replace(pc="truncate", new=n + 1)),
+                    )
+                ]
             return [(f"old: POST rt{n} -> reused; stops", w._replace(old=q._replace(pc="done")))]
         if q.pc == "truncate":
-            return [("old: truncates auth.json", w._replace(store="TORN", old=q._replace(
-                pc="write")))]
+            return [
+                ("old: truncates auth.json", w._replace(store="TORN", old=q._replace(pc="write")))
+            ]
         # Unguarded, it can undo a logout itself; what we do with its login after is no undoing.
-        return [(f"old: writes rt{q.new}", w._replace(store=(A, q.new, "old"), logged_out=False,
-                                                        old=q._replace(pc="done")))]
+        return [
+            (
+                f"old: writes rt{q.new}",
+                w._replace(store=(A, q.new, "old"), logged_out=False, old=q._replace(pc="done")),
+            )
+        ]
 
     def _user_steps(self, w: World) -> list[tuple[str, World]]:
         """codex logout (deletes the login, no lock) or codex login as account B (a rename)."""
@@ -655,14 +742,16 @@ class ProtocolModel:
             n = s[0]
             # REUSE_WINDOW is longer than a lockless peer's answer takes: it cannot pass while
             # the peer's answer to rt n is on its way.  The old grace was shorter (variant 3).
-            peer_busy = (w.peer.pc == "answered" and w.peer.tok == n and w.peer.new is not None) or (
-                w.old.pc in ("truncate", "write") and w.old.tok == n
-            )
+            peer_busy = (
+                w.peer.pc == "answered" and w.peer.tok == n and w.peer.new is not None
+            ) or (w.old.pc in ("truncate", "write") and w.old.tok == n)
             if s[1] == "backoff" or not peer_busy or self.v.exhausted_trusted_without_reread:
                 what = "REUSE_WINDOW" if s[1] == "peer" else "TRANSIENT_BACKOFF"
                 out.append((f"time: {what} for rt{n} passes", w._replace(shared=(n, s[1], True))))
         if self.redis and isinstance(w.lock, int) and w.procs[w.lock].pc == DEAD:
-            out.append((f"time: dead p{w.lock + 1}'s fleet lock TTL passes", w._replace(lock=None)))
+            out.append(
+                (f"time: dead p{w.lock + 1}'s fleet lock TTL passes", w._replace(lock=None))
+            )
         f = w.flight
         if f is not None and not f[2]:
             owner = w.procs[f[1]]
@@ -692,8 +781,12 @@ class ProtocolModel:
                 w2 = self._spend(w, LAPSES)._replace(lock=None)
                 procs = list(w2.procs)
                 procs[i] = p._replace(paused=True)
-                out.append((f"fault: p{i + 1} paused past the fleet lock's TTL",
-                            w2._replace(procs=tuple(procs))))
+                out.append(
+                    (
+                        f"fault: p{i + 1} paused past the fleet lock's TTL",
+                        w2._replace(procs=tuple(procs)),
+                    )
+                )
         if b[RESTARTS] and self.redis:
             w2 = self._spend(w, RESTARTS)._replace(store=None, shared=None, flight=None, lock=None)
             out.append(("fault: Redis restarts without persistence", w2))
@@ -729,7 +822,7 @@ class ProtocolModel:
 
     # -- invariants ---------------------------------------------------------------------
 
-    def live_holder(self, w: World) -> Optional[str]:
+    def live_holder(self, w: World) -> str | None:
         """Who holds, or will write, A's live login (the token server's current rt)."""
         n = w.server
         if isinstance(w.store, tuple) and w.store[:2] == (A, n):
@@ -749,7 +842,7 @@ class ProtocolModel:
             return "the old peer"
         return None
 
-    def i1_no_double_post(self, w: World) -> Optional[str]:
+    def i1_no_double_post(self, w: World) -> str | None:
         """I1: no refresh token POSTed twice by codexauth, except in the named windows."""
         for name, message in w.events:
             if name == "I1":
@@ -763,7 +856,7 @@ class ProtocolModel:
             and w.old.pc == "done"
         )
 
-    def i2_pair_reaches_store(self, w: World) -> Optional[str]:
+    def i2_pair_reaches_store(self, w: World) -> str | None:
         """I2: a pair codexauth received reaches the store (once every actor is finished)."""
         n = w.server
         if not self.quiescent(w) or n not in w.received or n in w.lost | w.stored or w.logged_out:
@@ -772,28 +865,30 @@ class ProtocolModel:
             return None
         return f"rt{n}, received by codexauth, is in neither the store nor an outbox"
 
-    def i3_no_false_sign_in_again(self, w: World) -> Optional[str]:
+    def i3_no_false_sign_in_again(self, w: World) -> str | None:
         """I3: no "sign in again" while the store holds, or will hold, a live login."""
         for name, message in w.events:
             if name == "I3":
                 return message
         return None
 
-    def i5_never_torn_by_us(self, w: World) -> Optional[str]:
+    def i5_never_torn_by_us(self, w: World) -> str | None:
         """I5: our writes are renames; only the old peer's truncation is ever seen torn."""
         if w.store == "TORN" and w.old.pc != "write":
             return "auth.json is not JSON and the old peer is not writing it"
         return None
 
-    def i6_logout_never_undone(self, w: World) -> Optional[str]:
+    def i6_logout_never_undone(self, w: World) -> str | None:
         """I6: after a logout or switch, we never write the logged-out account's login back."""
         if w.logged_out and isinstance(w.store, tuple) and w.store[0] == A and w.store[2] == "cx":
             return "codexauth wrote account A's login after the logout/switch"
         return None
 
-    def stuck(self, w: World) -> Optional[str]:
+    def stuck(self, w: World) -> str | None:
         """I4: a state with no step left while a process is not finished is a deadlock."""
-        waiting = [f"p{i + 1} in {p.pc}" for i, p in enumerate(w.procs) if p.pc not in (DONE, DEAD)]
+        waiting = [
+            f"p{i + 1} in {p.pc}" for i, p in enumerate(w.procs) if p.pc not in (DONE, DEAD)
+        ]
         if w.peer.pc != "done":
             waiting.append(f"peer in {w.peer.pc}")
         return "deadlock: " + ", ".join(waiting) if waiting else None
