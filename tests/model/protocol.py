@@ -270,8 +270,7 @@ class ProtocolModel:
 
     def _clear_outbox(self, w: World, i: int) -> World:
         """_Outbox.clear()."""
-        w = self._with_outbox(w, i, None, durable=True)
-        return w
+        return self._with_outbox(w, i, None, durable=True)
 
     def _release(self, w: World, i: int) -> World:
         """Store.lock's release: a lapsed fleet lock is not ours to release."""
@@ -546,7 +545,7 @@ class ProtocolModel:
             w2 = w._replace(received=w.received | {p.new})
             record = (p.base, p.new)
             durable = not w.disk_full
-            if self.redis and v_no_outbox(self.v):
+            if self.redis and self.v.redis_commit_on_version:  # old: no outbox on Redis
                 w2 = self._set(w2, i, pc=COMMIT)
                 out.append((f"{name}: receives rt{p.new} (no outbox)", w2))
             else:
@@ -901,7 +900,3 @@ class ProtocolModel:
             return "a torn file"
         assert isinstance(login, tuple)
         return f"{login[0]}:rt{login[1]}" if login[0] == A else f"account {login[0]}"
-
-
-def v_no_outbox(v: Variant) -> bool:
-    return v.redis_commit_on_version
