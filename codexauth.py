@@ -3782,11 +3782,7 @@ def _main(argv: list[str] | None) -> int:
     else:
         args = _build_parser().parse_args(argv)
     if args.verbose:
-        import logging
-
-        logging.basicConfig(
-            level=logging.DEBUG, format="codexauth: %(message)s", stream=sys.stderr
-        )
+        _log_verbosely()
     try:
         return _run(args)
     except CodexAuthError as exc:
@@ -3794,6 +3790,33 @@ def _main(argv: list[str] | None) -> int:
         return _exit_code(exc)
     except KeyboardInterrupt:
         return 130
+
+
+class _OneLine:
+    """A dependency's log record as one line, without what its arguments may carry."""
+
+    def filter(self, record: Any) -> bool:
+        first = (str(record.msg).splitlines() or [""])[0][:160]
+        record.msg, record.args = f"({record.name}) {first}", None
+        return True
+
+
+def _log_verbosely() -> None:
+    """--verbose: codexauth's own lines, and a dependency's warnings only as one line of
+    its message's text (redis-py's can span lines and name its connection)."""
+    import logging
+
+    ours = logging.StreamHandler(sys.stderr)
+    ours.setFormatter(logging.Formatter("codexauth: %(message)s"))
+    own = logging.getLogger("codexauth")
+    own.setLevel(logging.DEBUG)
+    own.addHandler(ours)
+    own.propagate = False
+    theirs = logging.StreamHandler(sys.stderr)
+    theirs.setFormatter(logging.Formatter("codexauth: %(message)s"))
+    theirs.addFilter(_OneLine())
+    logging.getLogger().addHandler(theirs)
+    logging.getLogger().setLevel(logging.WARNING)
 
 
 def _run(args: Any) -> int:

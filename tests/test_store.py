@@ -213,7 +213,7 @@ def test_files_are_owner_only_from_creation_even_with_umask_0(
     renamed_to = [name for name, _ in report["renamed"]]
     # Every write of auth.json is a rename, as Codex writes it, each after an outbox.
     assert renamed_to.count("auth.json") == 3
-    assert renamed_to.count("codexauth-outbox.json") >= 2
+    assert renamed_to.count("codexauth-outbox.json") == 1  # the one refresh that succeeded
     assert renamed_to.count("codexauth-state.json") >= 1
     assert {name: mode for name, mode in report["renamed"] if mode != 0o600} == {}
 
