@@ -2200,7 +2200,7 @@ class KeyringStore(Store):
             connection = open_dbus_connection(bus=_session_bus_address())
         except (OSError, ValueError, KeyError) as exc:
             raise CodexAuthError(
-                f"{self.location} is unreachable: no D-Bus session bus ({type(exc).__name__}); "
+                f"{self.location} is unreachable: no D-Bus session bus ({_one_line(exc)}); "
                 "the Secret Service (gnome-keyring, KeePassXC) runs in a desktop session"
             ) from None
         try:
@@ -3589,19 +3589,20 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
     "timeout": DEFAULT_TIMEOUT,
     "lock_timeout": DEFAULT_LOCK_TIMEOUT,
     "verbose": False,
+    "quiet": False,
 }
 
 
-def _build_parser() -> Any:
+def _add_global_options(parser: Any, defaults: bool) -> None:
+    """The options every command takes, before the command or after it.
+
+    After it (`codexauth token --codex-home X`) they default to SUPPRESS, so that a
+    subcommand sets only what was given there.  Each parser gets its own copies: argparse
+    shares a parent's action objects, and set_defaults() on one would leak into the other.
+    """
     import argparse
 
-    parser = argparse.ArgumentParser(
-        prog="codexauth",
-        description="Use the Codex CLI's ChatGPT login (auth.json) safely from scripts.",
-        epilog="Exit codes: " + ", ".join(f"{c} {m}" for c, m in EXIT_CODES.items()) + ".",
-    )
-    parser.set_defaults(**_GLOBAL_DEFAULTS)  # shared with main()'s fast path
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.argument_default = None if defaults else argparse.SUPPRESS
     parser.add_argument(
         "--codex-home",
         metavar="PATH",
@@ -3609,6 +3610,7 @@ def _build_parser() -> Any:
     )
     parser.add_argument(
         "--store",
+        type=_store_option,
         metavar="URL",
         help="where the login lives: file (auth.json), keyring, auto, or a redis://, "
         "rediss:// or unix:// URL shared by many machines (default: "
@@ -3636,11 +3638,34 @@ def _build_parser() -> Any:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="debug log to stderr (no tokens)"
     )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no notice on a terminal while waiting for another process's refresh",
+    )
+    parser.argument_default = None  # the command's own options keep their defaults
+    if defaults:
+        parser.set_defaults(**_GLOBAL_DEFAULTS)  # shared with main()'s fast path
+
+
+def _build_parser() -> Any:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="codexauth",
+        description="Use the Codex CLI's ChatGPT login (auth.json) safely from scripts.",
+        epilog="Exit codes: " + ", ".join(f"{c} {m}" for c, m in EXIT_CODES.items()) + ".",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_global_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, summary: str) -> argparse.ArgumentParser:
         """A subcommand whose own --help opens with its line in the command list."""
-        return commands.add_parser(name, help=summary, description=summary)
+        sub = commands.add_parser(name, help=summary, description=summary)
+        _add_global_options(sub, defaults=False)
+        return sub
 
     token = command("token", "print a fresh bearer token (refreshing if due)")
     token.add_argument("--json", action="store_true", help="token, mode and expiry as JSON")
@@ -3692,6 +3717,20 @@ def _seconds(text: str) -> float:
     if not 0 < value < 1e6:
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
     return value
+
+
+def _store_option(text: str) -> str:
+    """argparse type for --store, so that a bad one is a usage error (exit 2); the same
+    rule as _open_store's, which checks $CODEXAUTH_STORE (exit 1, naming the variable)."""
+    import argparse
+
+    schemes = ("redis://", "rediss://", "unix://")
+    if text in ("file", "keyring", "auto") or text.startswith(schemes):
+        return text
+    shown = _redact_url(text) if "://" in text else text
+    raise argparse.ArgumentTypeError(
+        f"expected file, keyring, auto, or a redis://, rediss:// or unix:// URL, not {shown!r}"
+    )
 
 
 def _process_count(text: str) -> int:

@@ -641,6 +641,8 @@ EXIT_CASES: list[tuple[str, str, Any, list[str], int, str | None]] = [
     ("2-timeout-not-a-number", "fresh", None, ["--timeout", "abc", "token"], 2, "'abc'"),
     ("2-timeout-negative", "fresh", None, ["--timeout", "-1", "token"], 2, "'-1'"),
     ("2-timeout-zero", "fresh", None, ["--timeout", "0", "token"], 2, "'0'"),
+    ("2-store-unknown", "fresh", None, ["--store", "garbage", "token"], 2, "--store: "),
+    ("2-store-unknown-after", "fresh", None, ["token", "--store", "garbage"], 2, "'garbage'"),
     ("2-demo-no-processes", "none", None, ["demo", "-n", "0"], 2, "-n/--processes: "),
     ("2-demo-negative-processes", "none", None, ["demo", "-n", "-3"], 2, "'-3'"),
     ("2-demo-too-many-processes", "none", None, ["demo", "-n", "257"], 2, "'257'"),
@@ -840,6 +842,39 @@ def test_codex_home_option_overrides_the_environment(
     assert (other / "auth.lock").exists()
     assert not (codex_home / "auth.lock").exists()
     assert file_digest(codex_home / "auth.json") == env_before
+
+
+def test_global_options_are_taken_after_the_command_too(
+    codex_home: Path, token_server: TokenServer, tmp_path: Path
+) -> None:
+    write_auth_json(codex_home)
+    env_before = file_digest(codex_home / "auth.json")
+    other = tmp_path / "other-home"
+    other.mkdir()
+    write_auth_json(other, access_exp=time.time() - 60)  # expired: the command refreshes here
+
+    argv = ["token", "--codex-home", str(other), "--store", "file", "--timeout", "9", "-v"]
+    run = cli(*argv, codex_home=codex_home, token_url=token_server.url)
+    assert run.code == 0, run
+    assert run.out_fp == fp(read_doc(other / "auth.json")["tokens"]["access_token"] + "\n")
+    assert token_server.post_count == 1
+    assert "refresh succeeded" in run.err  # -v after the command counts too
+    assert file_digest(codex_home / "auth.json") == env_before
+    # Given before the command and not after, an option keeps its value.
+    run = cli("--codex-home", str(other), "status", "--json", codex_home=codex_home)
+    assert json.loads(run.out)["auth_file"] == str(other / "auth.json")
+
+
+def test_a_bad_store_variable_is_one_line_naming_it(codex_home: Path) -> None:
+    write_auth_json(codex_home)
+    before = file_digest(codex_home / "auth.json")
+    run = cli("token", codex_home=codex_home, env={"CODEXAUTH_STORE": "garbage"})
+    assert run.code == 1
+    assert traceback_free_one_liner(run.err)
+    assert run.err.startswith("codexauth: CODEXAUTH_STORE must be ")
+    assert "'garbage'" in run.err
+    assert "usage:" not in run.err
+    assert file_digest(codex_home / "auth.json") == before
 
 
 def test_default_home_is_dot_codex_under_home(codex_home: Path, token_server: TokenServer) -> None:
