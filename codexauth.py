@@ -1619,12 +1619,19 @@ def _try_lock(fd: int, path: str) -> bool:
         raise AuthFileError(path, f"cannot lock: {exc.strerror or exc}") from None
 
 
+# Called once with `holder` when a lock wait has lasted WAIT_NOTICE_AFTER seconds; the CLI
+# sets it to tell a person at a terminal why nothing happens.  None: silent (the library).
+_wait_notice: Callable[[str], object] | None = None
+WAIT_NOTICE_AFTER = 1.0
+
+
 def _wait_for(
     take: Callable[[], bool], done_elsewhere: Callable[[], bool], timeout: float, holder: str
 ) -> bool:
     """Try `take()` until it succeeds (True) or `done_elsewhere()` does (False), polling
     finely so that waiters wake together; LockTimeoutError, naming `holder`, after `timeout`."""
     deadline = time.monotonic() + timeout
+    notice_at = time.monotonic() + WAIT_NOTICE_AFTER
     delay = LOCK_POLL_MIN
     while True:
         if take():
@@ -1635,6 +1642,9 @@ def _wait_for(
             raise LockTimeoutError(
                 f"{REFRESH_FAILED} gave up after {timeout:.3g} s waiting for {holder}"
             )
+        if _wait_notice is not None and time.monotonic() >= notice_at:
+            notice_at = float("inf")  # once per wait
+            _wait_notice(holder)
         time.sleep(delay)
         delay = min(delay * 2, LOCK_POLL_MAX)
 
@@ -3788,6 +3798,7 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _run(args: Any) -> int:
+    global _wait_notice
     if args.command == "demo":
         return _demo(args.processes)
     auth = CodexAuth(
@@ -3797,7 +3808,62 @@ def _run(args: Any) -> int:
         timeout=args.timeout,
         lock_timeout=args.lock_timeout,
     )
-    return _COMMANDS[args.command](auth, args)
+    if args.quiet or sys.stderr is None or not sys.stderr.isatty():
+        return _COMMANDS[args.command](auth, args)
+    _wait_notice = _notice_to_terminal(auth)
+    try:
+        return _COMMANDS[args.command](auth, args)
+    finally:
+        _wait_notice = None
+
+
+def _notice_to_terminal(auth: CodexAuth) -> Callable[[str], None]:
+    """The one line a person at a terminal sees while another process refreshes."""
+
+    def notice(holder: str) -> None:
+        who = ""
+        if isinstance(auth.store, FileStore):
+            pid = _flock_holder(auth.store.lock_location())
+            if pid is not None:
+                who = f": pid {pid}{_process_name(pid)}"
+        print(
+            f"codexauth: waiting up to {auth.lock_timeout:g} s for {_printable(holder)}{who}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return notice
+
+
+def _flock_holder(path: str) -> int | None:
+    """The pid holding an flock on `path`, from Linux's /proc/locks; None if not known.
+
+    A lock taken by a process in another PID namespace (a container) shows no pid.
+    """
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; waiters show "->" first.
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+            with contextlib.suppress(ValueError):
+                pid = int(fields[4])
+                return pid if pid > 0 else None
+    return None
+
+
+def _process_name(pid: int) -> str:
+    """' (name)' of process `pid` where Linux tells it, else ''."""
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+            return f" ({_printable(f.read().strip())})"
+    except OSError:
+        return ""
 
 
 def _cmd_token(auth: CodexAuth, args: Any) -> int:
