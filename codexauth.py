@@ -1868,7 +1868,7 @@ class RedisStore(Store):
                 from redis.retry import Retry
             except ImportError:
                 raise CodexAuthError(
-                    f"{self.location} needs redis-py: pip install 'codexauth[redis]'"
+                    f"{self.location} needs redis-py: python -m pip install 'redis>=4.4'"
                 ) from None
             # Both timeouts, and no retries: redis-py's defaults differ by version,
             # from blocking forever to ten retries with backoff.
@@ -2109,6 +2109,7 @@ def _codex_credentials_store(codex_home: str) -> tuple[str, bool, str]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover  # the `tomli` dependency, before 3.11
+        _require_packages(f"reading {path}", ("tomli", *_refresh_packages()))
         import tomli as tomllib
     try:
         config = tomllib.loads(data.decode("utf-8"))
@@ -2204,7 +2205,8 @@ class KeyringStore(Store):
             )
         except ImportError:
             raise CodexAuthError(
-                f"{self.location} needs the keyring extra: pip install 'codexauth[keyring]'"
+                f"{self.location} needs secretstorage and jeepney: "
+                "python -m pip install secretstorage jeepney"
             ) from None
         try:
             connection = open_dbus_connection(bus=_session_bus_address())
@@ -2272,7 +2274,7 @@ class KeyringStore(Store):
             import keyring.errors
         except ImportError:
             raise CodexAuthError(
-                f"{self.location} needs the keyring extra: pip install 'codexauth[keyring]'"
+                f"{self.location} needs keyring: python -m pip install keyring"
             ) from None
         try:
             return action(keyring)
@@ -2642,8 +2644,38 @@ def _post_refresh(
     raise _classify_refresh_failure(status, body)
 
 
+def _require_packages(what: str, names: tuple[str, ...]) -> None:
+    """One line naming every package of `names` that is not installed, as a CodexAuthError.
+
+    A vendored copy imports its dependencies only when a path needs them: checked here,
+    all at once and before anything is sent, it says what to install instead of failing
+    with a traceback at the first import, possibly after the refresh token was spent.
+    Nothing is imported (find_spec only looks), and only off the warm path.
+    """
+    missing = [name for name in names if name not in sys.modules]
+    if missing:
+        from importlib.util import find_spec
+
+        missing = [name for name in missing if find_spec(name) is None]
+    if missing:
+        raise CodexAuthError(
+            f"{what} needs {' and '.join(missing)}, not installed here: "
+            f"python -m pip install {' '.join(missing)}"
+        )
+
+
+def _refresh_packages() -> tuple[str, ...]:
+    """What a refresh imports beyond the standard library (README: Vendoring)."""
+    # requests for the POST; platformdirs for the pending copy's runtime directory;
+    # portalocker for the lock where there is no flock.
+    if os.name == "posix":
+        return ("requests", "platformdirs")
+    return ("requests", "portalocker", "platformdirs")
+
+
 def _refresh_url() -> str:
     """Where refreshes go: CODEX_REFRESH_TOKEN_URL_OVERRIDE, else Codex's endpoint; checked."""
+    _require_packages("a refresh", _refresh_packages())  # the refresh path starts here
     url = os.environ.get(REFRESH_TOKEN_URL_OVERRIDE_ENV_VAR) or REFRESH_TOKEN_URL
     _check_refresh_url(url)
     return url
@@ -3416,7 +3448,7 @@ def _build_httpx_auth_class() -> type:
     try:
         import httpx  # deferred: an optional dependency
     except ImportError as exc:
-        raise ImportError("codexauth.HttpxAuth needs httpx: pip install httpx") from exc
+        raise ImportError("codexauth.HttpxAuth needs httpx: python -m pip install httpx") from exc
 
     def rejected(
         response: httpx.Response, origin: tuple[str, str, int | None], token: str
