@@ -1621,12 +1621,19 @@ def _try_lock(fd: int, path: str) -> bool:
         raise AuthFileError(path, f"cannot lock: {exc.strerror or exc}") from None
 
 
+# Called once with `holder` when a lock wait has lasted WAIT_NOTICE_AFTER seconds; the CLI
+# sets it to tell a person at a terminal why nothing happens.  None: silent (the library).
+_wait_notice: Callable[[str], object] | None = None
+WAIT_NOTICE_AFTER = 1.0
+
+
 def _wait_for(
     take: Callable[[], bool], done_elsewhere: Callable[[], bool], timeout: float, holder: str
 ) -> bool:
     """Try `take()` until it succeeds (True) or `done_elsewhere()` does (False), polling
     finely so that waiters wake together; LockTimeoutError, naming `holder`, after `timeout`."""
     deadline = time.monotonic() + timeout
+    notice_at = time.monotonic() + WAIT_NOTICE_AFTER
     delay = LOCK_POLL_MIN
     while True:
         if take():
@@ -1637,6 +1644,9 @@ def _wait_for(
             raise LockTimeoutError(
                 f"{REFRESH_FAILED} gave up after {timeout:.3g} s waiting for {holder}"
             )
+        if _wait_notice is not None and time.monotonic() >= notice_at:
+            notice_at = float("inf")  # once per wait
+            _wait_notice(holder)
         time.sleep(delay)
         delay = min(delay * 2, LOCK_POLL_MAX)
 
@@ -1880,7 +1890,7 @@ class RedisStore(Store):
                 from redis.retry import Retry
             except ImportError:
                 raise CodexAuthError(
-                    f"{self.location} needs redis-py: pip install 'codexauth[redis]'"
+                    f"{self.location} needs redis-py: python -m pip install 'redis>=4.4'"
                 ) from None
             # Both timeouts, and no retries: redis-py's defaults differ by version,
             # from blocking forever to ten retries with backoff.
@@ -2138,6 +2148,7 @@ def _codex_credentials_store(codex_home: str) -> tuple[str, bool, str]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover  # the `tomli` dependency, before 3.11
+        _require_packages(f"reading {path}", ("tomli", *_refresh_packages()))
         import tomli as tomllib
     try:
         config = tomllib.loads(data.decode("utf-8"))
@@ -2234,13 +2245,14 @@ class KeyringStore(Store):
             )
         except ImportError:
             raise CodexAuthError(
-                f"{self.location} needs the keyring extra: pip install 'codexauth[keyring]'"
+                f"{self.location} needs secretstorage and jeepney: "
+                "python -m pip install secretstorage jeepney"
             ) from None
         try:
             connection = open_dbus_connection(bus=_session_bus_address())
         except (OSError, ValueError, KeyError) as exc:
             raise CodexAuthError(
-                f"{self.location} is unreachable: no D-Bus session bus ({type(exc).__name__}); "
+                f"{self.location} is unreachable: no D-Bus session bus ({_one_line(exc)}); "
                 "the Secret Service (gnome-keyring, KeePassXC) runs in a desktop session"
             ) from None
         try:
@@ -2302,7 +2314,7 @@ class KeyringStore(Store):
             import keyring.errors
         except ImportError:
             raise CodexAuthError(
-                f"{self.location} needs the keyring extra: pip install 'codexauth[keyring]'"
+                f"{self.location} needs keyring: python -m pip install keyring"
             ) from None
         try:
             return action(keyring)
@@ -2672,8 +2684,38 @@ def _post_refresh(
     raise _classify_refresh_failure(status, body)
 
 
+def _require_packages(what: str, names: tuple[str, ...]) -> None:
+    """One line naming every package of `names` that is not installed, as a CodexAuthError.
+
+    A vendored copy imports its dependencies only when a path needs them: checked here,
+    all at once and before anything is sent, it says what to install instead of failing
+    with a traceback at the first import, possibly after the refresh token was spent.
+    Nothing is imported (find_spec only looks), and only off the warm path.
+    """
+    missing = [name for name in names if name not in sys.modules]
+    if missing:
+        from importlib.util import find_spec
+
+        missing = [name for name in missing if find_spec(name) is None]
+    if missing:
+        raise CodexAuthError(
+            f"{what} needs {' and '.join(missing)}, not installed here: "
+            f"python -m pip install {' '.join(missing)}"
+        )
+
+
+def _refresh_packages() -> tuple[str, ...]:
+    """What a refresh imports beyond the standard library (README: Vendoring)."""
+    # requests for the POST; platformdirs for the pending copy's runtime directory;
+    # portalocker for the lock where there is no flock.
+    if os.name == "posix":
+        return ("requests", "platformdirs")
+    return ("requests", "portalocker", "platformdirs")
+
+
 def _refresh_url() -> str:
     """Where refreshes go: CODEX_REFRESH_TOKEN_URL_OVERRIDE, else Codex's endpoint; checked."""
+    _require_packages("a refresh", _refresh_packages())  # the refresh path starts here
     url = os.environ.get(REFRESH_TOKEN_URL_OVERRIDE_ENV_VAR) or REFRESH_TOKEN_URL
     _check_refresh_url(url)
     return url
@@ -3454,7 +3496,7 @@ def _build_httpx_auth_class() -> type:
     try:
         import httpx  # deferred: an optional dependency
     except ImportError as exc:
-        raise ImportError("codexauth.HttpxAuth needs httpx: pip install httpx") from exc
+        raise ImportError("codexauth.HttpxAuth needs httpx: python -m pip install httpx") from exc
 
     def rejected(
         response: httpx.Response, origin: tuple[str, str, int | None], token: str
@@ -3637,19 +3679,20 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
     "timeout": DEFAULT_TIMEOUT,
     "lock_timeout": DEFAULT_LOCK_TIMEOUT,
     "verbose": False,
+    "quiet": False,
 }
 
 
-def _build_parser() -> Any:
+def _add_global_options(parser: Any, defaults: bool) -> None:
+    """The options every command takes, before the command or after it.
+
+    After it (`codexauth token --codex-home X`) they default to SUPPRESS, so that a
+    subcommand sets only what was given there.  Each parser gets its own copies: argparse
+    shares a parent's action objects, and set_defaults() on one would leak into the other.
+    """
     import argparse
 
-    parser = argparse.ArgumentParser(
-        prog="codexauth",
-        description="Use the Codex CLI's ChatGPT login (auth.json) safely from scripts.",
-        epilog="Exit codes: " + ", ".join(f"{c} {m}" for c, m in EXIT_CODES.items()) + ".",
-    )
-    parser.set_defaults(**_GLOBAL_DEFAULTS)  # shared with main()'s fast path
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.argument_default = None if defaults else argparse.SUPPRESS
     parser.add_argument(
         "--codex-home",
         metavar="PATH",
@@ -3657,6 +3700,7 @@ def _build_parser() -> Any:
     )
     parser.add_argument(
         "--store",
+        type=_store_option,
         metavar="URL",
         help="where the login lives: file (auth.json), keyring, auto, or a redis://, "
         "rediss:// or unix:// URL shared by many machines (default: "
@@ -3684,11 +3728,34 @@ def _build_parser() -> Any:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="debug log to stderr (no tokens)"
     )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no notice on a terminal while waiting for another process's refresh",
+    )
+    parser.argument_default = None  # the command's own options keep their defaults
+    if defaults:
+        parser.set_defaults(**_GLOBAL_DEFAULTS)  # shared with main()'s fast path
+
+
+def _build_parser() -> Any:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="codexauth",
+        description="Use the Codex CLI's ChatGPT login (auth.json) safely from scripts.",
+        epilog="Exit codes: " + ", ".join(f"{c} {m}" for c, m in EXIT_CODES.items()) + ".",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_global_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, summary: str) -> argparse.ArgumentParser:
         """A subcommand whose own --help opens with its line in the command list."""
-        return commands.add_parser(name, help=summary, description=summary)
+        sub = commands.add_parser(name, help=summary, description=summary)
+        _add_global_options(sub, defaults=False)
+        return sub
 
     token = command("token", "print a fresh bearer token (refreshing if due)")
     token.add_argument("--json", action="store_true", help="token, mode and expiry as JSON")
@@ -3740,6 +3807,20 @@ def _seconds(text: str) -> float:
     if not 0 < value < 1e6:
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
     return value
+
+
+def _store_option(text: str) -> str:
+    """argparse type for --store, so that a bad one is a usage error (exit 2); the same
+    rule as _open_store's, which checks $CODEXAUTH_STORE (exit 1, naming the variable)."""
+    import argparse
+
+    schemes = ("redis://", "rediss://", "unix://")
+    if text in ("file", "keyring", "auto") or text.startswith(schemes):
+        return text
+    shown = _redact_url(text) if "://" in text else text
+    raise argparse.ArgumentTypeError(
+        f"expected file, keyring, auto, or a redis://, rediss:// or unix:// URL, not {shown!r}"
+    )
 
 
 def _process_count(text: str) -> int:
@@ -3820,6 +3901,7 @@ def _log_verbosely() -> None:
 
 
 def _run(args: Any) -> int:
+    global _wait_notice
     if args.command == "demo":
         return _demo(args.processes)
     auth = CodexAuth(
@@ -3829,7 +3911,62 @@ def _run(args: Any) -> int:
         timeout=args.timeout,
         lock_timeout=args.lock_timeout,
     )
-    return _COMMANDS[args.command](auth, args)
+    if args.quiet or sys.stderr is None or not sys.stderr.isatty():
+        return _COMMANDS[args.command](auth, args)
+    _wait_notice = _notice_to_terminal(auth)
+    try:
+        return _COMMANDS[args.command](auth, args)
+    finally:
+        _wait_notice = None
+
+
+def _notice_to_terminal(auth: CodexAuth) -> Callable[[str], None]:
+    """The one line a person at a terminal sees while another process refreshes."""
+
+    def notice(holder: str) -> None:
+        who = ""
+        if isinstance(auth.store, FileStore):
+            pid = _flock_holder(auth.store.lock_location())
+            if pid is not None:
+                who = f": pid {pid}{_process_name(pid)}"
+        print(
+            f"codexauth: waiting up to {auth.lock_timeout:g} s for {_printable(holder)}{who}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return notice
+
+
+def _flock_holder(path: str) -> int | None:
+    """The pid holding an flock on `path`, from Linux's /proc/locks; None if not known.
+
+    A lock taken by a process in another PID namespace (a container) shows no pid.
+    """
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; waiters show "->" first.
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+            with contextlib.suppress(ValueError):
+                pid = int(fields[4])
+                return pid if pid > 0 else None
+    return None
+
+
+def _process_name(pid: int) -> str:
+    """' (name)' of process `pid` where Linux tells it, else ''."""
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+            return f" ({_printable(f.read().strip())})"
+    except OSError:
+        return ""
 
 
 def _cmd_token(auth: CodexAuth, args: Any) -> int:

@@ -535,6 +535,91 @@ def test_a_401_after_a_redirect_within_the_origin_still_recovers(
     assert answered[1].body == answered[0].body
 
 
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_401_to_a_request_bounced_back_without_the_token_forces_no_refresh(
+    codex_home: Path, token_server: TokenServer, api: Any, client: str
+) -> None:
+    # Out to another origin and back: the hop out dropped Authorization, and nothing puts
+    # it back, so the origin's 401 answers a request that carried no token of ours.
+    token = access_token(time.time() + 3600)
+    write_auth_json(codex_home, access=token)
+    origin = api(reject_all)
+    other = api(reject_all)
+    back = origin.redirect("/v1/back", 307, origin.url)
+    out = other.redirect("/v1/out", 307, back)
+    url = origin.redirect("/v1/moved", 307, out)
+
+    reply = send(client, url, codex_home, json=JSON_BODY)
+
+    assert reply.status == 401  # handed back as is
+    assert [(hit.path, hit.bearer_fp) for hit in origin.hits] == [
+        ("/v1/moved", fp(token)),
+        ("/v1/back", None),
+        ("/v1/responses", None),
+    ]
+    assert [hit.bearer_fp for hit in other.hits] == [None]
+    assert token_server.post_count == 0  # no refresh forced by a 401 about no token
+    assert fp(stored(codex_home)["access_token"]) == fp(token)
+
+
+def test_a_relative_redirect_within_the_origin_keeps_the_account_header(
+    codex_home: Path, token_server: TokenServer, api: Any
+) -> None:
+    # A relative Location stays on the origin: the hop keeps both headers (requests keeps
+    # Authorization itself; the account id is ours to drop only when the origin changes).
+    token = access_token(time.time() + 3600)
+    write_auth_json(codex_home, access=token, account_id="acct-777")
+    server = api(current_login(codex_home))
+    url = server.redirect("/v1/moved", 307, "/v1/responses")
+
+    reply = send("requests", url, codex_home, json=JSON_BODY)
+
+    assert reply.status == 200
+    assert [(hit.path, hit.bearer_fp) for hit in server.hits] == [
+        ("/v1/moved", fp(token)),
+        ("/v1/responses", fp(token)),
+    ]
+    assert [hit.headers.get("chatgpt-account-id") for hit in server.hits] == ["acct-777"] * 2
+
+
+ORIGIN = "https://api.example.com"
+REJECTED_CASES = [
+    # (status, URL the answered request went to, its Authorization header, rejected?)
+    (401, f"{ORIGIN}/v1/responses", "Bearer TOKEN", True),
+    (401, f"{ORIGIN}:443/v1/other", "Bearer TOKEN", True),  # the default port spelled out
+    (403, f"{ORIGIN}/v1/responses", "Bearer TOKEN", False),
+    (401, "https://other.example.com/v1/responses", "Bearer TOKEN", False),
+    (401, "http://api.example.com/v1/responses", "Bearer TOKEN", False),  # another scheme
+    (401, f"{ORIGIN}:8443/v1/responses", "Bearer TOKEN", False),  # another port
+    (401, f"{ORIGIN}/v1/responses", None, False),  # stripped on the way
+    (401, f"{ORIGIN}/v1/responses", "Bearer OLDER", False),  # another token was sent
+]
+
+
+@pytest.mark.parametrize(
+    ("status", "url", "authorization", "rejected"),
+    REJECTED_CASES,
+    ids=[
+        "401-same-origin",
+        "401-same-origin-explicit-port",
+        "403-not-a-refusal",
+        "401-other-host",
+        "401-other-scheme",
+        "401-other-port",
+        "401-without-the-token",
+        "401-to-another-token",
+    ],
+)
+def test_only_the_origins_401_to_the_token_sent_counts_as_refusing_it(
+    status: int, url: str, authorization: str | None, rejected: bool
+) -> None:
+    # Another origin's 401 cannot be told apart through the clients on loopback: both
+    # strip Authorization across origins, except on an http -> https hop to ports 80/443.
+    headers = {} if authorization is None else {"Authorization": authorization}
+    origin = codexauth._origin(f"{ORIGIN}/v1/responses")
+    assert codexauth._rejected(status, url, headers, origin, "TOKEN") is rejected
+
+
 # Streamed bodies (requests) ########################################################
 
 
@@ -575,6 +660,23 @@ def test_a_pipe_body_is_sent_whole_the_first_time(
     assert reply.status == 200
     assert [hit.body for hit in server.hits] == [BINARY_BODY]
     assert token_server.post_count == 0
+
+
+def test_a_file_body_is_resent_from_where_it_started_not_from_byte_0(
+    codex_home: Path, token_server: TokenServer, api: Any, tmp_path: Path
+) -> None:
+    # A caller that already read a header off the file sends the rest: so must the retry.
+    stale = access_token(time.time() + 3600)
+    write_auth_json(codex_home, access=stale)
+    server = api(newest_issued(token_server))
+    path = tmp_path / "upload.bin"
+    path.write_bytes(BINARY_BODY)
+    with path.open("rb") as body:
+        body.seek(1000)
+        reply = send("requests", server.url, codex_home, data=body)
+    assert reply.status == 200
+    assert token_server.post_count == 1
+    assert [hit.body for hit in server.hits] == [BINARY_BODY[1000:]] * 2
 
 
 # One login per request #############################################################

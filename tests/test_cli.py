@@ -8,9 +8,12 @@ can show it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import re
+import select
 import subprocess
 import sys
 import time
@@ -27,6 +30,7 @@ from support import (
     UNREACHABLE_TOKEN_URL,
     TokenServer,
     access_token,
+    child,
     file_digest,
     fp,
     id_token,
@@ -641,6 +645,8 @@ EXIT_CASES: list[tuple[str, str, Any, list[str], int, str | None]] = [
     ("2-timeout-not-a-number", "fresh", None, ["--timeout", "abc", "token"], 2, "'abc'"),
     ("2-timeout-negative", "fresh", None, ["--timeout", "-1", "token"], 2, "'-1'"),
     ("2-timeout-zero", "fresh", None, ["--timeout", "0", "token"], 2, "'0'"),
+    ("2-store-unknown", "fresh", None, ["--store", "garbage", "token"], 2, "--store: "),
+    ("2-store-unknown-after", "fresh", None, ["token", "--store", "garbage"], 2, "'garbage'"),
     ("2-demo-no-processes", "none", None, ["demo", "-n", "0"], 2, "-n/--processes: "),
     ("2-demo-negative-processes", "none", None, ["demo", "-n", "-3"], 2, "'-3'"),
     ("2-demo-too-many-processes", "none", None, ["demo", "-n", "257"], 2, "'257'"),
@@ -842,6 +848,39 @@ def test_codex_home_option_overrides_the_environment(
     assert file_digest(codex_home / "auth.json") == env_before
 
 
+def test_global_options_are_taken_after_the_command_too(
+    codex_home: Path, token_server: TokenServer, tmp_path: Path
+) -> None:
+    write_auth_json(codex_home)
+    env_before = file_digest(codex_home / "auth.json")
+    other = tmp_path / "other-home"
+    other.mkdir()
+    write_auth_json(other, access_exp=time.time() - 60)  # expired: the command refreshes here
+
+    argv = ["token", "--codex-home", str(other), "--store", "file", "--timeout", "9", "-v"]
+    run = cli(*argv, codex_home=codex_home, token_url=token_server.url)
+    assert run.code == 0, run
+    assert run.out_fp == fp(read_doc(other / "auth.json")["tokens"]["access_token"] + "\n")
+    assert token_server.post_count == 1
+    assert "refresh succeeded" in run.err  # -v after the command counts too
+    assert file_digest(codex_home / "auth.json") == env_before
+    # Given before the command and not after, an option keeps its value.
+    run = cli("--codex-home", str(other), "status", "--json", codex_home=codex_home)
+    assert json.loads(run.out)["auth_file"] == str(other / "auth.json")
+
+
+def test_a_bad_store_variable_is_one_line_naming_it(codex_home: Path) -> None:
+    write_auth_json(codex_home)
+    before = file_digest(codex_home / "auth.json")
+    run = cli("token", codex_home=codex_home, env={"CODEXAUTH_STORE": "garbage"})
+    assert run.code == 1
+    assert traceback_free_one_liner(run.err)
+    assert run.err.startswith("codexauth: CODEXAUTH_STORE must be ")
+    assert "'garbage'" in run.err
+    assert "usage:" not in run.err
+    assert file_digest(codex_home / "auth.json") == before
+
+
 def test_default_home_is_dot_codex_under_home(codex_home: Path, token_server: TokenServer) -> None:
     # The fixture's CODEX_HOME is HOME/.codex; py_env sets HOME to its parent.
     assert codex_home.name == ".codex"
@@ -920,3 +959,99 @@ def test_a_login_kind_codexauth_cannot_serve_is_exit_1_naming_it(
         assert "Not logged in" not in run.err and "codex login" not in run.err
     assert token_server.post_count == 0
     assert file_digest(path) == before
+
+
+# Waiting for another process's refresh ##########################################
+
+
+def _token_while_another_holds_the_lock(
+    codex_home: Path, token_server: TokenServer, *options: str, tty: bool
+) -> tuple[Run, str, int]:
+    """``codexauth OPTIONS token`` on an expired login while a real process holds the refresh
+    lock for about 2 s; (the run, what reached the terminal, the holder's pid).
+
+    With `tty`, stderr is a pseudo-terminal's; what the child writes there is collected.
+    """
+    write_auth_json(codex_home, access_exp=time.time() - 60)
+    env = py_env(codex_home, token_server.url)
+    holder = subprocess.Popen(
+        [sys.executable, *child("hold_lock")],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    terminal = b""
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        master, slave = pty.openpty() if tty else (-1, -1)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "codexauth", *options, "token"],
+            env=env,
+            cwd=codex_home.parent,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=slave if tty else subprocess.PIPE,
+        )
+        if tty:
+            os.close(slave)
+        release_at = time.monotonic() + 2.0
+        while time.monotonic() < release_at:
+            if tty and select.select([master], [], [], 0.05)[0]:
+                with contextlib.suppress(OSError):  # EIO: the child closed the terminal
+                    terminal += os.read(master, 4096)
+            else:
+                time.sleep(0.05)
+        assert holder.stdin is not None
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        out, err = proc.communicate(timeout=CLI_TIMEOUT)
+        if tty:
+            while select.select([master], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                terminal += chunk
+            os.close(master)
+    finally:
+        holder.kill()
+        holder.wait(timeout=CLI_TIMEOUT)
+    run = Run(
+        subprocess.CompletedProcess(
+            proc.args, proc.returncode, out.decode(), (err or b"").decode()
+        )
+    )
+    return run, scrub(terminal.decode("utf-8", "replace")), holder.pid
+
+
+def test_a_wait_for_another_refresh_says_so_once_on_a_terminal(
+    codex_home: Path, token_server: TokenServer
+) -> None:
+    run, terminal, holder_pid = _token_while_another_holds_the_lock(
+        codex_home, token_server, tty=True
+    )
+    assert run.code == 0, (run, terminal)
+    lines = terminal.splitlines()
+    assert len(lines) == 1, terminal
+    assert lines[0].startswith("codexauth: waiting up to 60 s for another process to finish")
+    assert str(codex_home / "auth.lock") in lines[0]  # what it waits for
+    if sys.platform.startswith("linux"):
+        assert re.search(rf": pid {holder_pid} \(python[\d.]*\)$", lines[0])  # who holds it
+    assert token_server.post_count == 1  # the holder refreshed nothing; this one did
+
+
+@pytest.mark.parametrize("where", ["quiet-on-a-terminal", "stderr-not-a-terminal"])
+def test_a_wait_for_another_refresh_is_silent_with_q_or_off_a_terminal(
+    codex_home: Path, token_server: TokenServer, where: str
+) -> None:
+    tty = where == "quiet-on-a-terminal"
+    options = ("-q",) if tty else ()
+    run, terminal, _ = _token_while_another_holds_the_lock(
+        codex_home, token_server, *options, tty=tty
+    )
+    assert run.code == 0, (run, terminal)
+    assert (terminal, run.err) == ("", "")
+    assert token_server.post_count == 1

@@ -143,3 +143,14 @@ def test_the_sdist_ships_every_file_the_tests_read(tmp_path: Path) -> None:
     read_by_tests += [f"{p.parent.name}/{p.name}" for p in REPO_ROOT.glob("tests/*.py")]
     read_by_tests += [f"benchmarks/{p.name}" for p in REPO_ROOT.glob("benchmarks/*.py")]
     assert sorted(set(read_by_tests) - shipped) == []
+
+
+def test_the_auth_json_example_is_a_chatgpt_login(tmp_path: Path) -> None:
+    body = README.split("\nThe auth.json format\n", 1)[1].split("\n-----", 1)[0]
+    example = body.split("::\n\n", 1)[1].split("\n\n", 1)[0]
+    (tmp_path / "auth.json").write_text(example, encoding="utf-8")
+    login = codexauth.load_auth_dot_json(tmp_path)
+    assert login is not None and login.mode is codexauth.AuthMode.CHATGPT
+    assert login.tokens is not None
+    assert login.tokens.id_token.email == "you@example.com"
+    assert login.tokens.account_id == "ACCOUNT-ID"

@@ -24,5 +24,9 @@ def fsync_then_ctrl_c(fd: Any) -> None:
 
 
 if __name__ == "__main__":
+    # A shell runs a background job (`pytest &`) with SIGINT ignored, and children inherit
+    # that: Python then installs no handler, and the kill below would do nothing. Ctrl-C
+    # as a terminal user meets it raises KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     os.fsync = fsync_then_ctrl_c
     sys.exit(codexauth.main(["token"]))
