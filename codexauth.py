@@ -159,6 +159,9 @@ REDIS_LOCK_MARGIN = 2.0
 # A holder paused past its lock's TTL mid-request still commits unopposed for
 # this long: peers wait for its answer rather than spend the same token.
 REDIS_FLIGHT_GRACE = 2.0
+# Waiters on a Redis store are woken by a message when the login changes; without
+# one (lost, or an ACL without pub/sub) they look again this often.
+REDIS_WAKE_POLL = 0.1
 # One Redis command never needs longer than this (capped by the refresh timeout).
 REDIS_IO_TIMEOUT = 5.0
 # A request announced to peers (a store whose lock can lapse mid-request does)
@@ -966,6 +969,12 @@ class Store:
     outbox: _Outbox
     local: FileStore
     lost = False  # the last read found the login emptied by the store itself, not a logout
+    poll_interval = LOCK_POLL_MAX  # the longest a waiter sleeps between two looks
+
+    def pause(self, seconds: float) -> None:
+        """Wait up to `seconds` for a peer's change; a store that can tell waiters (Redis
+        pub/sub) returns as soon as one lands."""
+        time.sleep(seconds)
 
     def read(self, *, force: bool = False) -> _Snapshot | None:
         """The login (None: there is none); `force` re-reads what a cache may hold."""
@@ -1267,10 +1276,12 @@ def _write_sidecar(path: str, data: bytes, like: os.stat_result | None) -> None:
         raise AuthFileError(path, f"cannot write: {exc.strerror or exc}") from None
 
 
-def _read_sidecar(path: str, limit: int = 1 << 16) -> bytes | None:
-    """A sidecar's bytes; None if absent or not a regular file of ours."""
+def _read_sidecar(path: str, limit: int = 1 << 16, *, follow: bool = False) -> bytes | None:
+    """A sidecar's bytes; None if absent or not a regular file (nor, unless `follow`,
+    a symlink: ours are never links, and one planted there is not followed)."""
     try:
-        with os.fdopen(_open_regular(path, os.O_RDONLY | _O_NOFOLLOW), "rb") as f:
+        flags = os.O_RDONLY | (0 if follow else _O_NOFOLLOW)
+        with os.fdopen(_open_regular(path, flags), "rb") as f:
             return f.read(limit)
     except OSError:
         return None
@@ -1313,6 +1324,7 @@ class _Outbox:
         self._local, self._name = local, name
         self._paths: list[str] | None = None
         self._memory: _OutboxRecord | None = None
+        self._owner: os.stat_result | None = None  # whose files they are (see prepare)
         self.where: str | None = None  # where the last put() kept it; None: memory only
 
     def paths(self) -> list[str]:
@@ -1332,14 +1344,26 @@ class _Outbox:
             os.path.join(self._local.sidecar_dir(create=False), self._name)
         )
 
+    def prepare(self) -> None:
+        """Under the lock, before the request: everything put() needs but the write, so
+        that the window in which an answer lives only in memory is one file's write.
+        Imports, directories, temp files a killed writer left, the owner."""
+        self._owner = self._local.owner()
+        primary = self.paths()[0]
+        with contextlib.suppress(OSError, AuthFileError):
+            _makedirs_private(os.path.dirname(primary))
+        for path in self.paths():
+            _remove_temps_of(path)
+        import signal  # noqa: F401  # for _interrupts_deferred, which the answer meets
+
     def put(self, record: _OutboxRecord) -> str | None:
         """Keep `record` durably before anything else happens; the path, or None (memory)."""
-        data, owner = record.to_json(), self._local.owner()
+        data, owner = record.to_json(), self._owner
         self._memory, self.where = record, None
         for path in self.paths():
             try:
-                _makedirs_private(os.path.dirname(path))
-                _remove_temps_of(path)  # a writer killed mid-copy left them; the lock is ours
+                if path != self.paths()[0]:  # the fallback's directory, made when needed
+                    _makedirs_private(os.path.dirname(path))
                 _write_new(path, data, owner)
             except (OSError, AuthFileError) as exc:
                 _log(_DEBUG, "could not keep the outbox in %s: %s", path, exc)
@@ -1628,10 +1652,18 @@ WAIT_NOTICE_AFTER = 1.0
 
 
 def _wait_for(
-    take: Callable[[], bool], done_elsewhere: Callable[[], bool], timeout: float, holder: str
+    take: Callable[[], bool],
+    done_elsewhere: Callable[[], bool],
+    timeout: float,
+    holder: str,
+    pause: Callable[[float], object] = time.sleep,
+    longest: float = LOCK_POLL_MAX,
 ) -> bool:
     """Try `take()` until it succeeds (True) or `done_elsewhere()` does (False), polling
-    finely so that waiters wake together; LockTimeoutError, naming `holder`, after `timeout`."""
+    finely so that waiters wake together; LockTimeoutError, naming `holder`, after `timeout`.
+
+    `pause(seconds)` waits between tries: a store that can wake its waiters (Redis
+    pub/sub) returns early, and then polls seldom (`longest`)."""
     deadline = time.monotonic() + timeout
     notice_at = time.monotonic() + WAIT_NOTICE_AFTER
     delay = LOCK_POLL_MIN
@@ -1647,8 +1679,8 @@ def _wait_for(
         if _wait_notice is not None and time.monotonic() >= notice_at:
             notice_at = float("inf")  # once per wait
             _wait_notice(holder)
-        time.sleep(delay)
-        delay = min(delay * 2, LOCK_POLL_MAX)
+        pause(delay)
+        delay = min(delay * 2, longest)
 
 
 def _same_file(fd: int, path: str) -> bool:
@@ -1681,10 +1713,16 @@ class _RefreshLock:
         self._fds: list[int] = []
         self._held = False
 
-    def acquire(self, timeout: float, done_elsewhere: Callable[[], bool]) -> bool:
-        """Take the lock; False if `done_elsewhere()` turns true while waiting."""
+    def acquire(
+        self, timeout: float, done_elsewhere: Callable[[], bool], store: Store | None = None
+    ) -> bool:
+        """Take the lock; False if `done_elsewhere()` turns true while waiting (on
+        `store`'s wake-ups, where it has them)."""
         holder = f"another process to finish refreshing (it holds {self.paths[0]})"
-        return _wait_for(self._try_once, done_elsewhere, timeout, holder)
+        if store is None:
+            return _wait_for(self._try_once, done_elsewhere, timeout, holder)
+        pause, longest = store.pause, store.poll_interval
+        return _wait_for(self._try_once, done_elsewhere, timeout, holder, pause, longest)
 
     def _try_once(self) -> bool:
         if not self._threads.acquire(blocking=False):
@@ -1781,11 +1819,12 @@ if ARGV[1] ~= '' then
     result = 2
   end
 end
+-- HDEL first: an ACL that refuses it must refuse before anything is written.
+redis.call('HDEL', KEYS[1], 'state', 'logged_out')
 local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0') + 1
 local now = redis.call('TIME')
 redis.call('HSET', KEYS[1], 'version', version, 'doc', ARGV[3], 'rt_sha256', ARGV[4],
            'account', ARGV[5], 'by_host', ARGV[6], 'by_pid', ARGV[7], 'by_at', now[1])
-redis.call('HDEL', KEYS[1], 'state', 'logged_out')
 return result
 """
 # Store.record on Redis: the state is about one token, and written only while it is stored.
@@ -1819,18 +1858,24 @@ _REDIS_COMMIT_RETRY = 0.1
 
 
 def _redact_url(url: str) -> str:
-    """A store URL fit for messages: no password in the user part or the query."""
-    from urllib.parse import urlsplit
+    """A store URL fit for messages: no password, whole or in part, anywhere.
 
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}@{host}" if user else host
-    query = "&".join(q for q in parts.query.split("&") if q and q.split("=")[0] != "password")
-    # Not urlunsplit(): it drops the empty host of unix:///path.
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    Not urllib's parser: a password holding '/' or '#' (base64 has '/') ends its
+    netloc early and leaves the rest of the password in the path.  Everything
+    up to the last '@' is the user part, and only the user name before its
+    first ':' is kept; a `password` query option is dropped.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "(not a URL)"
+    userinfo, at, rest = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0] if at else ""
+    if any(c in user for c in "/?#"):
+        user = ""  # the user part is not what it seems: show none of it
+    head, _, query = rest.partition("?")
+    kept = [o for o in query.split("&") if o and o.split("=", 1)[0].lower() != "password"]
+    shown = f"{scheme}://{user + '@' if user else ''}{head}"
+    return shown + (f"?{'&'.join(kept)}" if kept else "")
 
 
 def _check_namespace(namespace: str) -> str:
@@ -1878,6 +1923,8 @@ class RedisStore(Store):
         self._snapshot: _Snapshot | None = None
         self._fields: dict[bytes, bytes] = {}
         self.lost = False  # the last read found the hash emptied, with no tombstone
+        self.wake_channel = f"{base}:wake"
+        self._pubsub: Any = None  # subscribed to wake_channel once this process waits
         self._held: Any = None  # the fleet lock while this process holds it
         self._owner_token = b""  # the fleet lock's owner token, while held
         self._flight_end = 0.0  # monotonic: until when peers wait for our request's answer
@@ -1900,7 +1947,15 @@ class RedisStore(Store):
                 "retry": Retry(NoBackoff(), 0),
                 "health_check_interval": 0,
             }
-            self._client = redis.Redis.from_url(self.url, **options)
+            try:
+                self._client = redis.Redis.from_url(self.url, **options)
+            except (ValueError, TypeError, IndexError):
+                # redis-py's message quotes the URL's parts, a password's among them.
+                raise CodexAuthError(
+                    f"the login store {self.location} has a URL redis-py cannot read: check "
+                    "its host, port and options; a password with '/', '@', ':', '?' or '#' "
+                    "must be percent-encoded"
+                ) from None
             for name, script in (
                 ("commit", _REDIS_COMMIT),
                 ("record", _REDIS_RECORD),
@@ -1930,14 +1985,48 @@ class RedisStore(Store):
             failure = f"the login store {self.location} is unreachable ({type(exc).__name__})"
             raise StoreUnreachableError(failure) from None
         except errors.NoPermissionError:
-            raise CodexAuthError(
-                f"the login store {self.location} refused a command: its ACL user needs the "
-                "commands README's 'Many machines' section lists"
-            ) from None
+            raise self._acl_error() from None
         except errors.RedisError as exc:
+            if "NOPERM" in str(exc):  # a command a script ran, refused by the ACL
+                raise self._acl_error() from None
             raise StoreUnreachableError(
                 f"the login store {self.location} failed ({type(exc).__name__})"
             ) from None
+
+    # Waking waiters: whoever changes the login publishes; waiters listen, and look
+    # anyway every poll_interval (a lost message, an ACL without pub/sub).
+
+    poll_interval = REDIS_WAKE_POLL
+
+    def _publish(self) -> None:
+        with contextlib.suppress(CodexAuthError):
+            self._call(lambda r: r.publish(self.wake_channel, b"1"))
+
+    def pause(self, seconds: float) -> None:
+        self._subscribe()
+        if self._pubsub is False:
+            time.sleep(seconds)
+            return
+        try:
+            self._call(lambda r: self._pubsub.get_message(timeout=seconds))
+        except CodexAuthError:
+            time.sleep(seconds)
+
+    def _subscribe(self) -> None:
+        """Listen for wake-ups from here on (before the first look, so none is missed)."""
+        if self._pubsub is None:
+            try:
+                pubsub = self._redis().pubsub(ignore_subscribe_messages=True)
+                self._call(lambda r: pubsub.subscribe(self.wake_channel))
+                self._pubsub = pubsub
+            except CodexAuthError:
+                self._pubsub = False  # no pub/sub here: poll
+
+    def _acl_error(self) -> CodexAuthError:
+        return CodexAuthError(
+            f"the login store {self.location} refused a command: its ACL user needs the "
+            "commands README's 'Many machines' section lists"
+        )
 
     # Reading: from memory while this process holds a snapshot, else one round trip.
 
@@ -1968,7 +2057,8 @@ class RedisStore(Store):
     def lock(self, timeout: float, done_elsewhere: Callable[[], bool]) -> _FleetLock | None:
         deadline = time.monotonic() + timeout
         local = self._local_lock()
-        if not local.acquire(timeout, done_elsewhere):
+        self._subscribe()
+        if not local.acquire(timeout, done_elsewhere, self):
             return None
         taken: list[Any] = []
 
@@ -1978,7 +2068,8 @@ class RedisStore(Store):
 
         holder = f"another machine to finish refreshing ({self.location})"
         try:
-            if _wait_for(take, done_elsewhere, max(deadline - time.monotonic(), 0.0), holder):
+            left = max(deadline - time.monotonic(), 0.0)
+            if _wait_for(take, done_elsewhere, left, holder, self.pause, self.poll_interval):
                 self._held = taken[-1]
                 return _FleetLock(local, taken[-1], self)
         except BaseException:
@@ -2065,11 +2156,15 @@ class RedisStore(Store):
         args += [socket.gethostname(), os.getpid()]
         done = int(self._script("commit", [self.key], args))
         self._snapshot = None  # the next read sees what is there now
+        if done:
+            self._publish()
         return done
 
     def delete(self) -> bool:
         self._snapshot = None
-        return bool(self._script("logout", [self.key], []))
+        removed = bool(self._script("logout", [self.key], []))
+        self._publish()
+        return removed
 
     def record(self, refresh_token: str, **facts: Any) -> None:
         state = _SharedState(_fingerprint(refresh_token), **facts)
@@ -2077,6 +2172,8 @@ class RedisStore(Store):
             self._script("record", [self.key], [state.fingerprint, state.to_json()])
         except CodexAuthError as exc:
             _log(_WARNING, "could not tell peers: %s", exc)
+            return
+        self._publish()
 
     def describe(self) -> dict[str, Any]:
         if not self._fields:
@@ -2088,7 +2185,35 @@ class RedisStore(Store):
             when = datetime.fromtimestamp(int(at), timezone.utc)
             info["last_refreshed_by"] = f"{host.decode('utf-8', 'replace')} pid {pid.decode()}"
             info["last_refreshed_at"] = _format_rfc3339(when)
+        warnings = self._durability_warnings()
+        if warnings:
+            info["warnings"] = warnings
         return info
+
+    def _durability_warnings(self) -> list[str]:
+        """What in the server's settings can lose the login, where the ACL lets us look."""
+
+        def setting(name: str) -> str | None:
+            try:
+                found: dict[str, str] = self._call(lambda r: r.config_get(name))
+            except CodexAuthError:
+                return None  # CONFIG is not for every ACL user: say nothing
+            value = found.get(name)
+            return None if value is None else str(value)
+
+        warnings = []
+        policy = setting("maxmemory-policy")
+        if policy is not None and policy.startswith("allkeys-"):
+            warnings.append(
+                f"maxmemory-policy is {policy}: Redis may evict the login under memory "
+                "pressure (use noeviction, or a volatile-* policy: the login has no TTL)"
+            )
+        if setting("appendonly") == "no":
+            warnings.append(
+                "appendonly is no: a restart may lose the last refresh (only the machine "
+                "that made it can store it again); enable AOF"
+            )
+        return warnings
 
 
 class _FleetLock:
@@ -2140,7 +2265,8 @@ def _codex_credentials_store(codex_home: str) -> tuple[str, bool, str]:
     config that names one of the two settings: a warm start stays cheap.
     """
     path = os.path.join(codex_home, CONFIG_FILE_NAME)
-    data = _read_sidecar(path, MAX_AUTH_FILE_BYTES)
+    # Followed if a symlink, as Codex reads it (dotfiles managers link it); never a FIFO.
+    data = _read_sidecar(path, MAX_AUTH_FILE_BYTES, follow=True)
     if not data or (
         b"cli_auth_credentials_store" not in data and b"secret_auth_storage" not in data
     ):
@@ -2890,6 +3016,12 @@ class CodexAuth:
 
     def _require(self) -> _Snapshot:
         snapshot = self._load()
+        if snapshot is None and self.store.outbox.nearby():
+            # Settled before "not logged in": a logout drops it; an emptied store
+            # (Redis restarted without persistence) is refilled from it.
+            with self.store.locked(self.lock_timeout):
+                self._read_settled()
+            snapshot = self._load(force=True)
         if snapshot is None or self._mode(snapshot) is None:
             raise _not_logged_in(self.store.location, hint=self.store.login_hint)
         return snapshot
@@ -3129,11 +3261,14 @@ class CodexAuth:
         action, until, error = _decide(begin, current, usable, state, self._now())
         return snapshot, action, until, error
 
-    def _read(self, *, force: bool = True) -> tuple[_Snapshot | None, _SharedState]:
+    def _read(
+        self, *, force: bool = True, everywhere: bool = False
+    ) -> tuple[_Snapshot | None, _SharedState]:
         """One read of the login and its shared state, this machine's outbox laid over it
-        while the store still holds the token it replaces (a read never writes)."""
+        while the store still holds the token it replaces (a read never writes).  The
+        outbox is looked for beside the store, or `everywhere` (the runtime directory)."""
         snapshot, state = self.store.read_with_state(force=force)
-        if self.store.outbox.nearby():
+        if everywhere or self.store.outbox.nearby():
             record = self.store.outbox.load()
             if record is not None and _settle(record, snapshot):
                 snapshot = _Snapshot(record.auth, replaces=record.spent)
@@ -3183,6 +3318,7 @@ class CodexAuth:
         assert tokens is not None
         refresh_token = tokens.refresh_token
         self.store.check_writable()
+        self.store.outbox.prepare()  # all but the write itself, before the answer exists
         self.store.begin_request(refresh_token, self.timeout)
         _log(_DEBUG, "refresh started: POST %s", url)
         try:
@@ -3243,16 +3379,17 @@ class CodexAuth:
                     f"{REFRESH_FAILED} another program spent the refresh token and its result "
                     "has not arrived yet; try again in a few seconds"
                 )
-            time.sleep(0.01)
+            self.store.pause(min(self.store.poll_interval, max(end - time.monotonic(), 0.0)))
 
     # Logging out, like `codex logout`.
 
     revoke_error: str | None = None  # why the last logout() revoked nothing, if it tried
 
     def _revoke(self, url: str) -> None:
-        """The revoke half of logout(); failures become `revoke_error` and a warning."""
+        """The revoke half of logout(), of the login in force (an outbox's, while the store
+        holds the token it replaced); failures become `revoke_error` and a warning."""
         try:
-            snapshot = self._load(force=True)
+            snapshot, _ = self._read(everywhere=True)
             found = None if snapshot is None else _revocable_token(snapshot.auth)
             if found is not None:
                 token, hint = found
@@ -3284,7 +3421,7 @@ class CodexAuth:
             present = self.store.read(force=True) is not None
         except AuthFileError:
             present = True  # a broken login is still one to delete
-        if not present:
+        if not present and not self.store.outbox.nearby():
             return False  # nothing to revoke or delete: no lock file made either
         with self.store.locked(self.lock_timeout):
             if revoke:
@@ -3647,6 +3784,8 @@ def _print_status(info: dict[str, Any], store: Store) -> None:
         if key in ("access_token_expires_at", "last_refresh", "last_refreshed_at"):
             shown = f"{value} ({_relative(_parse_rfc3339(value).timestamp() - time.time())})"
         print(f"{label + ':':<19}{shown}")
+    for warning in info.get("warnings", []):
+        print(f"{'Warning:':<19}{_printable(warning)}")
 
 
 def _printable(text: str) -> str:
@@ -3772,6 +3911,11 @@ def _build_parser() -> Any:
         "--force", action="store_true", help="replace whatever login the store holds"
     )
     pull = command("pull", "write the shared store's login into auth.json, for the Codex CLI")
+    pull.add_argument(
+        "--force",
+        action="store_true",
+        help="replace auth.json even if it changed since this machine last pulled or pushed",
+    )
     pull.add_argument(
         "--min-valid",
         type=_seconds,
@@ -4051,6 +4195,8 @@ def _cmd_push(auth: CodexAuth, args: Any) -> int:
 
 def _cmd_pull(auth: CodexAuth, args: Any) -> int:
     fleet, local = _fleet_and_local(auth, "pull")
+    if not args.force and _pushed_a_local_refresh(auth, fleet, local):
+        return EXIT_OK
     login = auth.ensure_valid(args.min_valid)
     _makedirs_private(local.codex_home)
     with local.locked(auth.lock_timeout):
@@ -4060,6 +4206,39 @@ def _cmd_pull(auth: CodexAuth, args: Any) -> int:
     when = f"; the access token expires at {_format_rfc3339(expiry)}" if expiry else ""
     print(f"Pulled the login from {_printable(fleet.location)} into {local.location}{when}.")
     return EXIT_OK
+
+
+def _pushed_a_local_refresh(auth: CodexAuth, fleet: Store, local: FileStore) -> bool:
+    """pull's guard: auth.json here must not have changed since this machine last pulled
+    or pushed, or pulling would put back what it replaced (a token the local Codex CLI
+    spent).  A later login of the same account, over the one the store still holds, is
+    pushed instead (True); anything else is refused."""
+    try:
+        mine = local.read(force=True)
+    except AuthFileError:
+        mine = None  # a broken file is not a login to keep
+    last = _fleet_marks(local).get(fleet.location)
+    ours = None if mine is None else mine.auth
+    if ours is None or ours.tokens is None or _fingerprint(ours.tokens.refresh_token) == last:
+        return False  # nothing here, an API key, or what this machine last pulled or pushed
+    with fleet.locked(auth.lock_timeout):
+        held = fleet.read(force=True)
+        theirs = None if held is None else held.auth
+        if theirs == ours:
+            return False
+        if theirs is None or not _may_replace(theirs, ours, last):
+            raise CodexAuthError(
+                f"refusing to pull: {local.location} changed since this machine last pulled "
+                f"or pushed, and {fleet.location} does not hold what it replaced "
+                "(`codexauth push` sends it to the store; `pull --force` replaces it)"
+            )
+        fleet.save(ours)
+    _mark_fleet(local, fleet, ours)
+    print(
+        f"{_printable(local.location)} holds a later login than {_printable(fleet.location)} "
+        "(the Codex CLI here refreshed it): pushed it instead of pulling."
+    )
+    return True
 
 
 def _fleet_and_local(auth: CodexAuth, command: str) -> tuple[Store, FileStore]:
