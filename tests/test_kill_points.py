@@ -10,6 +10,7 @@ Tokens are compared through fp() only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -18,14 +19,17 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pytest
+from codex_cli import login_status, run_cli
 from support import TokenServer, access_token, fp, py_env, run_py, stored, write_auth_json
+
+from codexauth import CodexAuth, NotLoggedInError, PermanentRefreshError
 
 CHILD_TIMEOUT = 30.0
 OUTBOX = "codexauth-outbox.json"
@@ -192,6 +196,11 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.005)
 
 
+def live(server: TokenServer) -> set[str | None]:
+    """Fingerprints of the refresh tokens the server would still accept."""
+    return {fp(token) for token in server.valid}
+
+
 def presented_twice(server: TokenServer) -> list[str | None]:
     """Fingerprints of the refresh tokens the server was sent more than once."""
     sent = Counter(
@@ -296,7 +305,7 @@ def kill_point(strace: str, base: Path, syscall: str, n: int, sends: int) -> Kil
         assert fp(after.stdout.strip()) == fp(tokens["access_token"]), where
         assert server.last_issued is not None
         assert fp(tokens["access_token"]) == fp(server.last_issued["access_token"]), where
-        assert tokens["refresh_token"] in server.valid, f"{where}: stored a spent token"
+        assert fp(tokens["refresh_token"]) in live(server), f"{where}: stored a spent token"
         # (c) ...and no refresh token was POSTed twice; one refresh in all.
         assert presented_twice(server) == [], where
         assert server.redacted_log().count("200") == 1, f"{where}: {server.redacted_log()}"
@@ -415,4 +424,247 @@ def test_the_window_holds_only_the_answer_and_the_outbox_write(
     ]
     assert extra == [], "calls in the window besides the answer and the outbox: " + ", ".join(
         extra
+    )
+
+
+# Plain readers beside refreshes ##############################################
+
+# Refreshes with one long-lived CodexAuth until `stop` exists or `limit` are done; prints
+# how many.  argv: stop, limit.
+WRITER = """
+import os, sys
+import codexauth
+stop, limit = sys.argv[1], int(sys.argv[2])
+auth = codexauth.CodexAuth()
+done = 0
+while done < limit and not os.path.exists(stop):
+    auth.refresh_token()
+    done += 1
+print(done)
+"""
+
+# Reads auth.json as a plain program does (open, read, json.loads) until `stop` exists or
+# `seconds` pass; prints its counts as JSON.  argv: path, stop, seconds.
+READER = """
+import json, os, sys, time
+path, stop, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+reads = bad = missing = 0
+end = time.monotonic() + seconds
+print("ready", flush=True)
+while not os.path.exists(stop) and time.monotonic() < end:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        missing += 1
+        continue
+    reads += 1
+    try:
+        json.loads(data)
+    except ValueError:
+        bad += 1
+print(json.dumps({"reads": reads, "bad": bad, "missing": missing}))
+"""
+
+REFRESHES = 40
+READERS = 2
+STATUS_RUNS = 20
+
+
+@contextlib.contextmanager
+def running(argv: Sequence[str], env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """A child process with piped output, killed if still running at the end."""
+    proc = subprocess.Popen(
+        [sys.executable, *argv],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=CHILD_TIMEOUT)
+
+
+def test_a_plain_reader_never_meets_a_non_json_auth_json(
+    codex_home: Path, token_server: TokenServer, tmp_path: Path
+) -> None:
+    """Two readers parse auth.json in a tight loop while one process refreshes 40 times:
+    not one read finds anything but whole JSON (Codex's readers never do either)."""
+    write_auth_json(codex_home, refresh=SPENT)
+    stop = tmp_path / "stop"
+    env = py_env(codex_home, token_server.url)
+    reader_argv = ["-c", READER, str(codex_home / "auth.json"), str(stop), str(CHILD_TIMEOUT)]
+    with contextlib.ExitStack() as stack:
+        readers = [stack.enter_context(running(reader_argv, env)) for _ in range(READERS)]
+        for reader in readers:
+            assert reader.stdout is not None and reader.stdout.readline() == "ready\n"
+        writer = run_py(["-c", WRITER, str(stop), str(REFRESHES)], env=env, timeout=CHILD_TIMEOUT)
+        stop.touch()
+        counts = [json.loads(reader.communicate(timeout=CHILD_TIMEOUT)[0]) for reader in readers]
+    assert writer.returncode == 0, writer.stderr[-300:]
+    assert writer.stdout.strip() == str(REFRESHES)
+    assert token_server.redacted_log() == ["200"] * REFRESHES
+    assert fp(stored(codex_home)["access_token"]) == fp(token_server.last_issued["access_token"])
+    for count in counts:
+        assert (count["bad"], count["missing"]) == (0, 0), count
+        assert count["reads"] >= REFRESHES, count  # they read while the writer wrote
+    print(f"reads beside {REFRESHES} refreshes: {counts}")
+
+
+def test_codex_login_status_never_fails_beside_refreshes(
+    codex_home: Path, token_server: TokenServer, codex_bin: Path, tmp_path: Path
+) -> None:
+    """The real `codex login status`, run 20 times while refreshes run: exit 0 every time."""
+    write_auth_json(codex_home, refresh=SPENT)
+    stop = tmp_path / "stop"
+    env = py_env(codex_home, token_server.url)
+    with running(["-c", WRITER, str(stop), "2000"], env) as writer:
+        wait_until(lambda: token_server.post_count >= 1 or writer.poll() is not None)
+        before = token_server.post_count
+        results = [login_status(codex_bin, codex_home) for _ in range(STATUS_RUNS)]
+        during = token_server.post_count - before
+        stop.touch()
+        writer.wait(timeout=CHILD_TIMEOUT)
+    assert writer.returncode == 0
+    failures = [(r.returncode, r.stderr.strip()[-200:]) for r in results if r.returncode != 0]
+    assert failures == []
+    assert all("Logged in using ChatGPT" in r.stdout + r.stderr for r in results)
+    assert during >= STATUS_RUNS, f"only {during} refreshes beside {STATUS_RUNS} status runs"
+    assert set(token_server.redacted_log()) == {"200"}
+    print(f"{STATUS_RUNS} `codex login status` beside {during} refreshes")
+
+
+# A kill once the outbox is durable ###########################################
+
+
+def kill_at_auth_json_rename(strace: str, codex_home: Path, server: TokenServer) -> None:
+    """`codexauth token` killed at the rename of its temp file onto auth.json: the server
+    has rotated, the successor waits in the outbox, auth.json still holds the spent token."""
+    # The outbox's rename is the first, auth.json's the second (strace counts per syscall).
+    spec = "?rename,?renameat,?renameat2:signal=SIGKILL:when=2"
+    result, calls = traced_token(strace, codex_home, server, [spec])
+    assert result.returncode == -9, f"not killed: exit {result.returncode}"
+    assert is_auth_rename(calls[-1]), f"killed at {calls[-1].describe()}"
+    assert server.redacted_log() == ["200"]
+    assert (codex_home / OUTBOX).exists()
+    assert fp(stored(codex_home)["refresh_token"]) == fp(SPENT)
+
+
+def test_a_kill_after_the_outbox_is_durable_loses_nothing(
+    strace: str, codex_home: Path, token_server: TokenServer
+) -> None:
+    """Killed at auth.json's rename: the next `codexauth token` serves the successor from
+    the outbox, with no second POST, and stores it."""
+    write_auth_json(codex_home, access=access_token(time.time() - 60), refresh=SPENT)
+    kill_at_auth_json_rename(strace, codex_home, token_server)
+    issued = token_server.last_issued
+    assert issued is not None
+    result = run_py(["-m", "codexauth", "token"], codex_home=codex_home, timeout=CHILD_TIMEOUT)
+    assert result.returncode == 0, result.stderr[-300:]
+    assert fp(result.stdout.strip()) == fp(issued["access_token"])
+    assert token_server.post_count == 1
+    tokens = stored(codex_home)
+    assert fp(tokens["refresh_token"]) == fp(issued["refresh_token"])
+    assert fp(tokens["access_token"]) == fp(issued["access_token"])
+    left = {p.name for p in codex_home.iterdir()} - SETTLED_FILES
+    assert left == set(), f"left behind: {sorted(left)}"
+
+
+def logged_out_after_a_kill(
+    strace: str, codex_home: Path, server: TokenServer, logout: str, request: pytest.FixtureRequest
+) -> CodexAuth:
+    """A CodexAuth that read the expired login; then a refresh killed at auth.json's
+    rename; then auth.json deleted by `logout` ("codex logout", or "unlink")."""
+    write_auth_json(codex_home, access=access_token(time.time() - 60), refresh=SPENT)
+    long_lived = CodexAuth(codex_home)
+    assert long_lived.needs_refresh()  # it holds the expired login now
+    kill_at_auth_json_rename(strace, codex_home, server)
+    if logout == "codex logout":
+        binary = request.getfixturevalue("codex_bin")
+        result = run_cli(
+            binary, codex_home, ["logout"], token_url=server.url, revoke_url=server.revoke_url
+        )
+        assert result.returncode == 0, result.stderr[-300:]
+    else:
+        (codex_home / "auth.json").unlink()
+    assert not (codex_home / "auth.json").exists()
+    return long_lived
+
+
+LOGOUTS = ["codex logout", "unlink"]
+
+
+@pytest.mark.parametrize("logout", LOGOUTS)
+def test_a_logout_after_a_kill_is_never_undone(
+    strace: str,
+    codex_home: Path,
+    token_server: TokenServer,
+    logout: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Killed at auth.json's rename, then logged out: a CodexAuth that read the login
+    before the kill refuses to refresh, makes no request and writes nothing back; nor
+    does the next `codexauth token`."""
+    long_lived = logged_out_after_a_kill(strace, codex_home, token_server, logout, request)
+    with pytest.raises((NotLoggedInError, PermanentRefreshError)):
+        long_lived.refresh_token()
+    assert token_server.post_count == 1
+    assert not (codex_home / "auth.json").exists(), "a logout was undone"
+
+    after = run_py(["-m", "codexauth", "token"], codex_home=codex_home, timeout=CHILD_TIMEOUT)
+    assert after.returncode == 3, after.stderr[-300:]  # not logged in
+    assert token_server.post_count == 1
+    assert not (codex_home / "auth.json").exists(), "a logout was undone"
+
+
+@pytest.mark.parametrize("logout", LOGOUTS)
+def test_a_logout_after_a_kill_leaves_no_live_token_behind(
+    strace: str,
+    codex_home: Path,
+    token_server: TokenServer,
+    logout: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """The same, then what a user does next: `refresh_token()` on the old object,
+    `codexauth token`, `codexauth logout`.  The outbox holds a refresh token the server
+    still accepts (nobody revoked it): once the logout is seen, it must be gone."""
+    long_lived = logged_out_after_a_kill(strace, codex_home, token_server, logout, request)
+    issued = token_server.last_issued
+    assert issued is not None
+    with pytest.raises((NotLoggedInError, PermanentRefreshError)):
+        long_lived.refresh_token()
+    for command in ("token", "logout"):
+        run_py(["-m", "codexauth", command], codex_home=codex_home, timeout=CHILD_TIMEOUT)
+    assert fp(issued["refresh_token"]) in live(token_server)
+    assert not (codex_home / OUTBOX).exists(), "a live refresh token outlived the logout"
+
+
+def test_codexauth_logout_after_a_kill_revokes_the_login_in_force(
+    strace: str, codex_home: Path, token_server: TokenServer
+) -> None:
+    """Killed at auth.json's rename, the login in force is the outbox's (`codexauth token`
+    would serve it): `codexauth logout` must revoke that refresh token, not only the
+    spent one auth.json still names."""
+    write_auth_json(codex_home, access=access_token(time.time() - 60), refresh=SPENT)
+    kill_at_auth_json_rename(strace, codex_home, token_server)
+    issued = token_server.last_issued
+    assert issued is not None
+    result = run_py(
+        ["-m", "codexauth", "logout"],
+        codex_home=codex_home,
+        env={"CODEX_REVOKE_TOKEN_URL_OVERRIDE": token_server.revoke_url},
+        timeout=CHILD_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stderr[-300:]
+    assert not (codex_home / "auth.json").exists()
+    assert not (codex_home / OUTBOX).exists()
+    assert token_server.post_count == 1
+    assert fp(issued["refresh_token"]) not in live(token_server), (
+        "the successor's refresh token is still live at the server after logout "
+        f"(revokes: {token_server.redacted_revoke_log()})"
     )
