@@ -27,7 +27,16 @@ from typing import Callable
 
 import pytest
 from codex_cli import login_status, run_cli
-from support import TokenServer, access_token, fp, py_env, run_py, stored, write_auth_json
+from support import (
+    TokenServer,
+    access_token,
+    fp,
+    make_jwt,
+    py_env,
+    run_py,
+    stored,
+    write_auth_json,
+)
 
 from codexauth import CodexAuth, NotLoggedInError, PermanentRefreshError
 
@@ -51,6 +60,7 @@ KILL_SYSCALLS = (
     "renameat2",
     "unlink",
     "unlinkat",
+    "ftruncate",
     "close",
     "connect",
     "sendto",
@@ -102,8 +112,14 @@ def new_home(base: Path) -> Path:
     home = base / ".codex"
     home.mkdir(parents=True, mode=0o700)
     (base / ".run").mkdir(mode=0o700)
-    write_auth_json(home, access=access_token(time.time() - 60), refresh=SPENT)
+    write_auth_json(home, access=old_access_token(), refresh=SPENT)
     return home
+
+
+def old_access_token() -> str:
+    """An expired access token longer than any the server issues: a writer that
+    overwrote auth.json in place would leave the old file's tail after the new one."""
+    return make_jwt({"exp": int(time.time() - 60), "seq": "old", "pad": "x" * 512})
 
 
 def child_env(home: Path, server: TokenServer) -> dict[str, str]:
@@ -149,16 +165,38 @@ class Call:
 _TEMP_NAME = re.compile(r"\.[0-9a-f]{12}\.tmp")
 
 
-_LINE = re.compile(r"^\d+ +(?P<name>\w+)\((?P<args>.*)\) += (?P<ret>\S+)")
+_LINE = re.compile(r"^(?P<pid>\d+) +(?P<name>\w+)\((?P<args>.*)\) += (?P<ret>\S+)")
+# With more than one thread, a call another thread interrupts is logged in two halves.
+_UNFINISHED = re.compile(r"^(?P<pid>\d+) +(?P<name>\w+)\((?P<args>.*) <unfinished \.\.\.>$")
+_RESUMED = re.compile(
+    r"^(?P<pid>\d+) +<\.\.\. (?P<name>\w+) resumed>(?P<args>.*)\) += (?P<ret>\S+)"
+)
 
 
 def parse_log(path: Path) -> list[Call]:
-    calls = []
+    """The calls of an strace log in the order they began, each once."""
+    calls: list[Call] = []
+    pending: dict[tuple[str, str], Call] = {}
     for line in path.read_text(errors="replace").splitlines():
-        match = _LINE.match(line)
-        if match:
+        if match := _LINE.match(line):
             calls.append(Call(match["name"], match["args"], match["ret"]))
+        elif match := _UNFINISHED.match(line):
+            call = Call(match["name"], match["args"], "?")
+            pending[match["pid"], match["name"]] = call
+            calls.append(call)
+        elif match := _RESUMED.match(line):
+            call = pending.pop((match["pid"], match["name"]), None)
+            if call is not None:
+                call.args += match["args"]
+                call.ret = match["ret"]
     return calls
+
+
+def killed_call(calls: list[Call], syscall: str) -> Call:
+    """The call a kill was injected at: the last one of `syscall` that never returned."""
+    killed = [call for call in calls if call.name == syscall and call.ret == "?"]
+    assert killed, f"no {syscall} in the log was killed"
+    return killed[-1]
 
 
 def is_outbox_rename(call: Call) -> bool:
@@ -264,8 +302,7 @@ def kill_point(strace: str, base: Path, syscall: str, n: int, sends: int) -> Kil
             return None
         where = f"{syscall} #{n}"
         assert result.returncode == -9, f"{where}: exit {result.returncode}"
-        assert calls and calls[-1].ret == "?", f"{where}: the log does not end in the kill"
-        killed = calls[-1]
+        killed = killed_call(calls, syscall)
         where = f"{where} = {killed.describe()}"
         sent = sum(call.done for call in calls if call.name == "sendto")
         request_left = sent == sends
@@ -549,7 +586,8 @@ def kill_at_auth_json_rename(strace: str, codex_home: Path, server: TokenServer)
     spec = "?rename,?renameat,?renameat2:signal=SIGKILL:when=2"
     result, calls = traced_token(strace, codex_home, server, [spec])
     assert result.returncode == -9, f"not killed: exit {result.returncode}"
-    assert is_auth_rename(calls[-1]), f"killed at {calls[-1].describe()}"
+    killed = [call for call in calls if call.name.startswith("rename") and call.ret == "?"]
+    assert killed and is_auth_rename(killed[-1]), "not killed at auth.json's rename"
     assert server.redacted_log() == ["200"]
     assert (codex_home / OUTBOX).exists()
     assert fp(stored(codex_home)["refresh_token"]) == fp(SPENT)
