@@ -122,22 +122,18 @@ def old_access_token() -> str:
     return make_jwt({"exp": int(time.time() - 60), "seq": "old", "pad": "x" * 512})
 
 
-def child_env(home: Path, server: TokenServer) -> dict[str, str]:
-    """py_env() for one kill point: its own per-user dirs, and no bytecode written, so
-    that every run makes the same syscalls in the same order."""
+def private_dirs(home: Path) -> dict[str, str | None]:
+    """The environment of one kill point's children: its own per-user dirs, and no
+    bytecode written, so that every run makes the same syscalls in the same order."""
     base = home.parent
-    return py_env(
-        home,
-        server.url,
-        env={
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "XDG_RUNTIME_DIR": str(base / ".run"),
-            "XDG_STATE_HOME": str(base / ".local" / "state"),
-            "XDG_CACHE_HOME": str(base / ".cache"),
-            "XDG_CONFIG_HOME": str(base / ".config"),
-            "XDG_DATA_HOME": str(base / ".local" / "share"),
-        },
-    )
+    return {
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "XDG_RUNTIME_DIR": str(base / ".run"),
+        "XDG_STATE_HOME": str(base / ".local" / "state"),
+        "XDG_CACHE_HOME": str(base / ".cache"),
+        "XDG_CONFIG_HOME": str(base / ".config"),
+        "XDG_DATA_HOME": str(base / ".local" / "share"),
+    }
 
 
 @dataclass
@@ -217,7 +213,7 @@ def traced_token(
         argv += ["-e", f"inject={spec}"]
     result = subprocess.run(
         [*argv, sys.executable, "-m", "codexauth", "token"],
-        env=child_env(home, server),
+        env=py_env(home, server.url, private_dirs(home)),
         cwd=home.parent,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -331,7 +327,7 @@ def kill_point(strace: str, base: Path, syscall: str, n: int, sends: int) -> Kil
         after = run_py(
             ["-m", "codexauth", "token"],
             codex_home=home,
-            env={k: v for k, v in child_env(home, server).items() if k.startswith(("X", "P"))},
+            env=private_dirs(home),
             token_url=server.url,
             timeout=CHILD_TIMEOUT,
         )
