@@ -414,7 +414,11 @@ def check_sweep(found: dict[str, list[KillPoint]], baseline: Baseline) -> list[K
     print("the window:", ", ".join(f"{p.syscall} #{p.n} {p.call}" for p in window))
     expected = Counter(call.name for call in baseline.window)
     expected[next(p.syscall for p in window if p.call.startswith("rename"))] += 1
-    assert Counter(p.syscall for p in window) == expected
+    killed = Counter(p.syscall for p in window)
+    # The answer arrives in one recvfrom or two, as the server's writes fall: any number.
+    assert killed.pop("recvfrom", 0) >= 1
+    expected.pop("recvfrom", None)
+    assert killed == expected
     assert any(p.call.startswith("rename") and OUTBOX in p.call for p in window)
     return window
 
