@@ -14,14 +14,20 @@ How it works: the data path is one straight line, written once in
 ``CodexAuth._refresh`` over a small ``Store`` interface (``FileStore`` is
 auth.json)::
 
-    read() -> fresh? -> lock() -> read_locked() -> adopt a peer's tokens,
-                                   or POST -> write_if_unchanged() -> release()
+    read ─ fresh? ─► token
+      └ _decide ─ adopt / fail / wait (no lock, then read again)
+          └ lock ─ read, settle the outbox ─ _decide ─ POST ─ outbox ─ commit ─ unlock
 
-The sections below follow that data: constants, errors, the data model, pure
-parsing, the stores (the file store and its lock), the refresh client, the
-protocol (``CodexAuth``), the requests/httpx adapters, and the command line.
+The new login is durable in this machine's outbox before anything else
+happens, and the commit writes it only while the store still holds the refresh
+token it replaces.  The sections follow the data: constants, errors, the data
+model, pure parsing, the stores (the decision, the outbox), auth.json on disk,
+the refresh lock, the refresh client, the protocol (``CodexAuth``), the public
+functions, the requests/httpx adapters; then the optional stores (the
+config.toml choice, the keyring, Redis, push/pull), which a vendorer who needs
+only auth.json can skip; and the command line.
 
-Dependencies (``requests``, ``portalocker``, ``platformdirs``) are imported only
+Dependencies (``requests``, ``platformdirs``; ``portalocker`` off POSIX) are imported only
 when a refresh, a lock or an adapter needs them.
 """
 
@@ -147,7 +153,7 @@ TRANSIENT_BACKOFF = 5.0
 # to its write on loopback; the margin is for a slow link or a busy machine
 # (an answer 3.5 s late is tested).  A peer stopped longer than this is missed.
 REUSE_WINDOW = 10.0
-# Which store holds the login, and which login in it; see _open_store.
+# Which store holds the login, and which login in it; see _store_for.
 STORE_ENV_VAR = "CODEXAUTH_STORE"
 NAMESPACE_ENV_VAR = "CODEXAUTH_NAMESPACE"
 DEFAULT_NAMESPACE = "default"
@@ -1791,784 +1797,6 @@ class _RefreshLock:
             self._threads.release()
 
 
-# Redis store ##################################################################
-# One login for many machines.  `import redis` happens only here, when a Redis
-# store is configured: the file store's warm path never pays for it.
-
-# The login hash's fields: `doc` (auth.json), `rt_sha256` and `account` (what a
-# commit compares), `state` (what the fleet tells itself, about `rt_sha256`'s
-# token), `version` (a counter for `status`; never compared), `by_*` (who wrote),
-# and `logged_out` (a tombstone: a logout, unlike a restart or an eviction,
-# must never be undone by a machine's outbox).
-
-# Store.commit on Redis: compares the stored refresh token's fingerprint and account.
-_REDIS_COMMIT = """
--- KEYS[1] = the login hash; ARGV: spent fingerprint ('' = save whatever is there),
--- account, auth.json, its refresh token's fingerprint, its account, host, pid
--- -> 1 written, 0 another login or a logout is there, 2 refilled an emptied store
-local result = 1
-if ARGV[1] ~= '' then
-  if redis.call('HGET', KEYS[1], 'doc') then
-    if redis.call('HGET', KEYS[1], 'rt_sha256') ~= ARGV[1]
-        or redis.call('HGET', KEYS[1], 'account') ~= ARGV[2] or ARGV[2] == '' then
-      return 0
-    end
-  elseif redis.call('HGET', KEYS[1], 'logged_out') then
-    return 0
-  else
-    result = 2
-  end
-end
--- HDEL first: an ACL that refuses it must refuse before anything is written.
-redis.call('HDEL', KEYS[1], 'state', 'logged_out')
-local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0') + 1
-local now = redis.call('TIME')
-redis.call('HSET', KEYS[1], 'version', version, 'doc', ARGV[3], 'rt_sha256', ARGV[4],
-           'account', ARGV[5], 'by_host', ARGV[6], 'by_pid', ARGV[7], 'by_at', now[1])
-return result
-"""
-# Store.record on Redis: the state is about one token, and written only while it is stored.
-_REDIS_RECORD = """
--- KEYS[1] = the login hash; ARGV: fingerprint, state -> 1 written, 0 not stored any more
-if redis.call('HGET', KEYS[1], 'rt_sha256') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[2])
-return 1
-"""
-# RedisStore.begin_request: announce the flight and make the lock outlast it, in one
-# step fenced by the lock's owner and the stored token: a lapsed holder can do neither.
-_REDIS_ANNOUNCE = """
--- KEYS[1] = the login hash, KEYS[2] = the lock; ARGV: owner, fingerprint, state, ttl ms
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-if redis.call('HGET', KEYS[1], 'rt_sha256') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-return 1
-"""
-# A logout: the login goes, a tombstone stays (see above).
-_REDIS_LOGOUT = """
-local had = redis.call('HGET', KEYS[1], 'doc')
-redis.call('DEL', KEYS[1])
-local now = redis.call('TIME')
-redis.call('HSET', KEYS[1], 'logged_out', now[1])
-if had then return 1 end
-return 0
-"""
-# A commit after a request that Redis does not answer is tried again this often.
-_REDIS_COMMIT_RETRY = 0.1
-
-
-def _redact_url(url: str) -> str:
-    """A store URL fit for messages: no password, whole or in part, anywhere.
-
-    Not urllib's parser: a password holding '/' or '#' (base64 has '/') ends its
-    netloc early and leaves the rest of the password in the path.  Everything
-    up to the last '@' is the user part, and only the user name before its
-    first ':' is kept; a `password` query option is dropped.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return "(not a URL)"
-    userinfo, at, rest = rest.rpartition("@")
-    user = userinfo.split(":", 1)[0] if at else ""
-    if any(c in user for c in "/?#"):
-        user = ""  # the user part is not what it seems: show none of it
-    head, _, query = rest.partition("?")
-    kept = [o for o in query.split("&") if o and o.split("=", 1)[0].lower() != "password"]
-    shown = f"{scheme}://{user + '@' if user else ''}{head}"
-    return shown + (f"?{'&'.join(kept)}" if kept else "")
-
-
-def _check_namespace(namespace: str) -> str:
-    """A namespace can neither break out of the `codexauth:` key prefix nor its hash tag."""
-    import re
-
-    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", namespace):
-        raise CodexAuthError(
-            f"{NAMESPACE_ENV_VAR} must be 1-64 letters, digits, '.', '_' or '-', not {namespace!r}"
-        )
-    return namespace
-
-
-class RedisStore(Store):
-    """The login in a Redis hash, shared by many machines: one refresh per fleet.
-
-    Keys: ``codexauth:{NAMESPACE}:login`` (auth.json, a version, who wrote it,
-    the shared state) and ``codexauth:{NAMESPACE}:lock`` (redis-py's Lock: a
-    random owner token and a TTL).  The lock is taken after a per-machine file
-    lock, so one process per machine talks to it.  Its TTL covers the request
-    (see begin_request); the commit is a compare-and-set on the version.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        codex_home: StrPath | None = None,
-        *,
-        namespace: str = DEFAULT_NAMESPACE,
-        timeout: float = DEFAULT_TIMEOUT,
-    ) -> None:
-        self.url = url
-        self.namespace = _check_namespace(namespace)
-        base = f"codexauth:{{{self.namespace}}}"  # a hash tag: one Redis Cluster slot
-        self.key, self.lock_key = f"{base}:login", f"{base}:lock"
-        self.location = f"{_redact_url(url)} (namespace {self.namespace})"
-        self.login_hint = "Run `codex login` on one machine, then `codexauth push` there."
-        self.local = FileStore(codex_home)  # this machine's lock, outbox and clock offset
-        self.outbox = _Outbox(
-            self.local, f"codexauth-outbox-redis-{_fingerprint(self.location)}.json"
-        )
-        self._io_timeout = min(timeout, REDIS_IO_TIMEOUT)
-        self._client: Any = None
-        self._scripts: dict[str, Any] = {}
-        self._snapshot: _Snapshot | None = None
-        self._fields: dict[bytes, bytes] = {}
-        self.lost = False  # the last read found the hash emptied, with no tombstone
-        self.wake_channel = f"{base}:wake"
-        self._pubsub: Any = None  # subscribed to wake_channel once this process waits
-        self._held: Any = None  # the fleet lock while this process holds it
-        self._owner_token = b""  # the fleet lock's owner token, while held
-        self._flight_end = 0.0  # monotonic: until when peers wait for our request's answer
-
-    def _redis(self) -> Any:
-        if self._client is None:
-            try:
-                import redis  # deferred: costs ~90 ms and only a Redis store needs it
-                from redis.backoff import NoBackoff
-                from redis.retry import Retry
-            except ImportError:
-                raise CodexAuthError(
-                    f"{self.location} needs redis-py: python -m pip install 'redis>=4.4'"
-                ) from None
-            # Both timeouts, and no retries: redis-py's defaults differ by version,
-            # from blocking forever to ten retries with backoff.
-            options: dict[str, Any] = {
-                "socket_timeout": self._io_timeout,
-                "socket_connect_timeout": self._io_timeout,
-                "retry": Retry(NoBackoff(), 0),
-                "health_check_interval": 0,
-            }
-            try:
-                self._client = redis.Redis.from_url(self.url, **options)
-            except (ValueError, TypeError, IndexError):
-                # redis-py's message quotes the URL's parts, a password's among them.
-                raise CodexAuthError(
-                    f"the login store {self.location} has a URL redis-py cannot read: check "
-                    "its host, port and options; a password with '/', '@', ':', '?' or '#' "
-                    "must be percent-encoded"
-                ) from None
-            for name, script in (
-                ("commit", _REDIS_COMMIT),
-                ("record", _REDIS_RECORD),
-                ("announce", _REDIS_ANNOUNCE),
-                ("logout", _REDIS_LOGOUT),
-            ):
-                self._scripts[name] = self._client.register_script(script)
-        return self._client
-
-    def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        self._redis()
-        return self._call(lambda r: self._scripts[name](keys=keys, args=args))
-
-    def _call(self, action: Callable[[Any], Any]) -> Any:
-        """Run `action(client)`; Redis's failures become ours, naming the store, no secret."""
-        client = self._redis()
-        import redis.exceptions as errors
-
-        try:
-            return action(client)
-        except errors.AuthenticationError:
-            # A ConnectionError to redis-py, but no retry can help: the URL is wrong.
-            raise CodexAuthError(
-                f"the login store {self.location} refused the user name or password in its URL"
-            ) from None
-        except (errors.ConnectionError, errors.TimeoutError, errors.ReadOnlyError) as exc:
-            failure = f"the login store {self.location} is unreachable ({type(exc).__name__})"
-            raise StoreUnreachableError(failure) from None
-        except errors.NoPermissionError:
-            raise self._acl_error() from None
-        except errors.RedisError as exc:
-            if "NOPERM" in str(exc):  # a command a script ran, refused by the ACL
-                raise self._acl_error() from None
-            raise StoreUnreachableError(
-                f"the login store {self.location} failed ({type(exc).__name__})"
-            ) from None
-
-    # Waking waiters: whoever changes the login publishes; waiters listen, and look
-    # anyway every poll_interval (a lost message, an ACL without pub/sub).
-
-    poll_interval = REDIS_WAKE_POLL
-
-    def _publish(self) -> None:
-        with contextlib.suppress(CodexAuthError):
-            self._call(lambda r: r.publish(self.wake_channel, b"1"))
-
-    def pause(self, seconds: float) -> None:
-        self._subscribe()
-        if self._pubsub is False:
-            time.sleep(seconds)
-            return
-        try:
-            self._call(lambda r: self._pubsub.get_message(timeout=seconds))
-        except CodexAuthError:
-            time.sleep(seconds)
-
-    def _subscribe(self) -> None:
-        """Listen for wake-ups from here on (before the first look, so none is missed)."""
-        if self._pubsub is None:
-            try:
-                pubsub = self._redis().pubsub(ignore_subscribe_messages=True)
-                self._call(lambda r: pubsub.subscribe(self.wake_channel))
-                self._pubsub = pubsub
-            except CodexAuthError:
-                self._pubsub = False  # no pub/sub here: poll
-
-    def _acl_error(self) -> CodexAuthError:
-        return CodexAuthError(
-            f"the login store {self.location} refused a command: its ACL user needs the "
-            "commands README's 'Many machines' section lists"
-        )
-
-    # Reading: from memory while this process holds a snapshot, else one round trip.
-
-    def read(self, *, force: bool = False) -> _Snapshot | None:
-        if self._snapshot is not None and not force:
-            return self._snapshot
-        return self.read_with_state()[0]
-
-    def read_with_state(self, *, force: bool = True) -> tuple[_Snapshot | None, _SharedState]:
-        """The login, its fleet state and any announced flight: one HGETALL."""
-        fields: dict[bytes, bytes] = self._call(lambda r: r.hgetall(self.key))
-        self._fields = fields
-        state = _SharedState.from_json(fields.get(b"state"))
-        doc = fields.get(b"doc")
-        self.lost = doc is None and b"logged_out" not in fields
-        if doc is None:
-            self._snapshot = None
-            return None, state
-        try:
-            auth = _parse_auth_bytes(doc)
-        except ValueError as exc:
-            raise AuthFileError(self.location, str(exc)) from None
-        self._snapshot = _Snapshot(auth, int(fields.get(b"version", b"0")), trusted=True)
-        return self._snapshot, state
-
-    # The lock: this machine's file lock, then the fleet's.
-
-    def lock(self, timeout: float, done_elsewhere: Callable[[], bool]) -> _FleetLock | None:
-        deadline = time.monotonic() + timeout
-        local = self._local_lock()
-        self._subscribe()
-        if not local.acquire(timeout, done_elsewhere, self):
-            return None
-        taken: list[Any] = []
-
-        def take() -> bool:
-            taken.append(self._try_fleet_lock())
-            return taken[-1] is not None
-
-        holder = f"another machine to finish refreshing ({self.location})"
-        try:
-            left = max(deadline - time.monotonic(), 0.0)
-            if _wait_for(take, done_elsewhere, left, holder, self.pause, self.poll_interval):
-                self._held = taken[-1]
-                return _FleetLock(local, taken[-1], self)
-        except BaseException:
-            local.release()
-            raise
-        local.release()
-        return None
-
-    def _try_fleet_lock(self) -> Any:
-        """The fleet lock, newly taken for this attempt in this thread; None if held elsewhere."""
-        # A new Lock each time: redis-py keeps the owner token thread-local.
-        fleet = self._redis().lock(self.lock_key, timeout=REDIS_LOCK_IDLE_TTL)
-        token = os.urandom(16).hex()  # not redis-py's uuid1: no MAC address, no clock
-        if not self._call(lambda r: fleet.acquire(blocking=False, token=token)):
-            return None
-        self._owner_token = token.encode()
-        return fleet
-
-    def _local_lock(self) -> _RefreshLock:
-        directory = self.local.sidecar_dir(create=True)
-        name = f".codexauth-fleet-{_fingerprint(self.location)}.lock"
-        return _RefreshLock(os.path.join(directory, name), "", self.local.owner())
-
-    def begin_request(self, refresh_token: str, seconds: float) -> None:
-        """Announce the request and make the lock outlast it, in one step fenced by our
-        ownership of the lock and the stored token: a holder whose lock lapsed sends nothing."""
-        flight = seconds + REDIS_LOCK_MARGIN + REDIS_FLIGHT_GRACE
-        fingerprint = _fingerprint(refresh_token)
-        state = _SharedState(fingerprint, sent_until=time.time() + flight).to_json()
-        ttl = int((seconds + REDIS_LOCK_MARGIN) * 1000)
-        args = [self._owner_token, fingerprint, state, ttl]
-        if not self._script("announce", [self.key, self.lock_key], args):
-            raise LockTimeoutError(
-                f"{REFRESH_FAILED} lost the fleet lock before the request "
-                f"({self.location}); nothing was sent"
-            )
-        self._flight_end = time.monotonic() + flight
-
-    def _release(self, fleet: Any) -> None:
-        from redis.exceptions import LockError
-
-        self._held, self._flight_end, self._owner_token = None, 0.0, b""
-        # Lapsed while we were paused: our commit stood on the stored token, not the lock.
-        with contextlib.suppress(LockError, StoreUnreachableError, CodexAuthError):
-            self._call(lambda r: fleet.release())
-
-    # Writing: one script compares the stored token and writes, in one step.
-
-    def commit(
-        self, spent: str, account: str | None, new: AuthDotJson
-    ) -> tuple[bool, _Snapshot | None]:
-        """While peers wait for our request's answer, a Redis that does not answer is
-        tried again, so that a restart does not make them spend the token again."""
-        end, self._flight_end = self._flight_end, 0.0
-        while True:
-            try:
-                done = self._write(spent, account or "", new)
-            except StoreUnreachableError:
-                if time.monotonic() + _REDIS_COMMIT_RETRY >= end:
-                    raise
-                time.sleep(_REDIS_COMMIT_RETRY)
-                continue
-            if done == 2:
-                _log(
-                    _WARNING,
-                    "%s was empty (restarted without persistence, or evicted): stored this "
-                    "machine's refreshed login in it again",
-                    self.location,
-                )
-            if done:
-                return True, None
-            return False, self.read(force=True)
-
-    def save(self, auth: AuthDotJson) -> None:
-        self._write("", "", auth)
-
-    def _write(self, spent: str, account: str, auth: AuthDotJson) -> int:
-        import socket  # deferred: only a commit names its host
-
-        tokens = auth.tokens
-        fingerprint = "" if tokens is None else _fingerprint(tokens.refresh_token)
-        its_account = (None if tokens is None else _account(tokens)) or ""
-        args: list[object] = [spent, account, _serialize_auth(auth), fingerprint, its_account]
-        args += [socket.gethostname(), os.getpid()]
-        done = int(self._script("commit", [self.key], args))
-        self._snapshot = None  # the next read sees what is there now
-        if done:
-            self._publish()
-        return done
-
-    def delete(self) -> bool:
-        self._snapshot = None
-        removed = bool(self._script("logout", [self.key], []))
-        self._publish()
-        return removed
-
-    def record(self, refresh_token: str, **facts: Any) -> None:
-        state = _SharedState(_fingerprint(refresh_token), **facts)
-        try:
-            self._script("record", [self.key], [state.fingerprint, state.to_json()])
-        except CodexAuthError as exc:
-            _log(_WARNING, "could not tell peers: %s", exc)
-            return
-        self._publish()
-
-    def describe(self) -> dict[str, Any]:
-        if not self._fields:
-            with contextlib.suppress(CodexAuthError):
-                self.read(force=True)
-        info: dict[str, Any] = {"store": _redact_url(self.url), "namespace": self.namespace}
-        host, pid, at = (self._fields.get(k) for k in (b"by_host", b"by_pid", b"by_at"))
-        if host and pid and at:
-            when = datetime.fromtimestamp(int(at), timezone.utc)
-            info["last_refreshed_by"] = f"{host.decode('utf-8', 'replace')} pid {pid.decode()}"
-            info["last_refreshed_at"] = _format_rfc3339(when)
-        warnings = self._durability_warnings()
-        if warnings:
-            info["warnings"] = warnings
-        return info
-
-    def _durability_warnings(self) -> list[str]:
-        """What in the server's settings can lose the login, where the ACL lets us look."""
-
-        def setting(name: str) -> str | None:
-            try:
-                found: dict[str, str] = self._call(lambda r: r.config_get(name))
-            except CodexAuthError:
-                return None  # CONFIG is not for every ACL user: say nothing
-            value = found.get(name)
-            return None if value is None else str(value)
-
-        warnings = []
-        policy = setting("maxmemory-policy")
-        if policy is not None and policy.startswith("allkeys-"):
-            warnings.append(
-                f"maxmemory-policy is {policy}: Redis may evict the login under memory "
-                "pressure (use noeviction, or a volatile-* policy: the login has no TTL)"
-            )
-        if setting("appendonly") == "no":
-            warnings.append(
-                "appendonly is no: a restart may lose the last refresh (only the machine "
-                "that made it can store it again); enable AOF"
-            )
-        return warnings
-
-
-class _FleetLock:
-    """This machine's file lock and the fleet's Redis lock, released in reverse order."""
-
-    def __init__(self, local: _RefreshLock, fleet: Any, store: RedisStore) -> None:
-        self._local, self._fleet, self._store = local, fleet, store
-
-    def release(self) -> None:
-        try:
-            self._store._release(self._fleet)
-        finally:
-            self._local.release()
-
-
-# Keyring store ################################################################
-# Codex's other credential stores (`cli_auth_credentials_store` in config.toml):
-# the OS keyring, `auto`, `ephemeral`, and the encrypted secrets file.  The
-# keyring libraries are imported only here, when such a store is configured.
-
-CONFIG_FILE_NAME = "config.toml"
-# Codex's keyring entry: this service, and an account named after CODEX_HOME
-# (codex-rs/login/src/auth/storage.rs `compute_store_key`).
-KEYRING_SERVICE = "Codex Auth"
-# What keyring-rs 3.6.3 (the Codex CLI 0.171's) writes on Linux, so that an item
-# created here is the one Codex searches for (its src/secret_service.rs).
-_CODEX_KEYRING_TARGET = "default"
-_CODEX_KEYRING_LABEL = "{account}@Codex Auth:default (keyring v3.6.3)"
-_CODEX_STORES = ("file", "keyring", "auto", "ephemeral")
-
-
-def codex_keyring_account(codex_home: StrPath) -> str:
-    """Codex's keyring account for `codex_home`: "cli|" and 16 hex digits of the SHA-256
-    of its canonical path (symlinks resolved; the path as given if that fails)."""
-    import hashlib  # deferred, as in _fingerprint
-
-    given = os.path.abspath(os.path.expanduser(os.fspath(codex_home)))
-    canonical = os.path.realpath(given) if os.path.exists(given) else given
-    # Rust's to_string_lossy: bytes that are not UTF-8 become U+FFFD.
-    text = os.fsencode(canonical).decode("utf-8", errors="replace")
-    return "cli|" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def _codex_credentials_store(codex_home: str) -> tuple[str, bool, str]:
-    """(cli_auth_credentials_store, [features] secret_auth_storage, config path) from
-    config.toml; ("file", False, path) when it says nothing about them.
-
-    The bytes are looked at first, so the TOML parser is imported only for a
-    config that names one of the two settings: a warm start stays cheap.
-    """
-    path = os.path.join(codex_home, CONFIG_FILE_NAME)
-    # Followed if a symlink, as Codex reads it (dotfiles managers link it); never a FIFO.
-    data = _read_sidecar(path, MAX_AUTH_FILE_BYTES, follow=True)
-    if not data or (
-        b"cli_auth_credentials_store" not in data and b"secret_auth_storage" not in data
-    ):
-        return "file", False, path
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover  # the `tomli` dependency, before 3.11
-        _require_packages(f"reading {path}", ("tomli", *_refresh_packages()))
-        import tomli as tomllib
-    try:
-        config = tomllib.loads(data.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CodexAuthError(f"{path}: not valid TOML ({str(exc).splitlines()[0][:80]})") from None
-    store = config.get("cli_auth_credentials_store", "file")
-    if store not in _CODEX_STORES:
-        raise CodexAuthError(
-            f"{path}: cli_auth_credentials_store must be one of {', '.join(_CODEX_STORES)}, "
-            f"not {store!r}"
-        )
-    features = config.get("features")
-    secrets = isinstance(features, dict) and features.get("secret_auth_storage") is True
-    return store, secrets, path
-
-
-def _secrets_unsupported(config: str) -> CodexAuthError:
-    return CodexAuthError(
-        f"Codex keeps this login encrypted (secret_auth_storage in {config}), which codexauth "
-        'cannot read yet: set cli_auth_credentials_store = "file" and secret_auth_storage = '
-        "false there, then run `codex login`"
-    )
-
-
-def _ephemeral(config: str) -> NotLoggedInError:
-    return NotLoggedInError(
-        f"Not logged in here: Codex keeps this login only in the memory of the running Codex "
-        f'(cli_auth_credentials_store = "ephemeral" in {config}), out of any other '
-        'program\'s reach; to share it, set it to "file" or "keyring" and sign in again'
-    )
-
-
-class KeyringStore(Store):
-    """The login in the OS keyring, in the very entry the Codex CLI reads and writes.
-
-    The entry holds auth.json's document as compact JSON.  On Linux it is a
-    Secret Service item with keyring-rs's attributes, found as keyring-rs finds
-    it and updated in place: the `keyring` package's set_password would add a
-    second item that Codex never reads.  Elsewhere the `keyring` package reads
-    and writes the entry (not run here: see README).  Refreshes still take
-    auth.lock in CODEX_HOME, which the Codex CLI takes too.
-    """
-
-    def __init__(self, codex_home: StrPath | None = None) -> None:
-        self.local = FileStore(codex_home)  # the lock, the shared state and the outbox
-        self.account = codex_keyring_account(self.local.codex_home)
-        self.outbox = _Outbox(self.local, "codexauth-outbox-keyring.json")
-        self.location = f"the keyring ({KEYRING_SERVICE!r}, {self.account!r})"
-        self._snapshot: _Snapshot | None = None
-
-    # The backend: Secret Service on Linux, the `keyring` package elsewhere.
-
-    def _get(self) -> str | None:
-        if _secret_service_platform():
-            with self._secret_service() as items:
-                return None if not items else self._item_text(items)
-        text: str | None = self._keyring(lambda k: k.get_password(KEYRING_SERVICE, self.account))
-        return text
-
-    def _set(self, text: str) -> None:
-        if _secret_service_platform():
-            with self._secret_service(create=text) as items:
-                if items:
-                    self._unlocked(items[0]).set_secret(text.encode("utf-8"), "text/plain")
-            return
-        self._keyring(lambda k: k.set_password(KEYRING_SERVICE, self.account, text))
-
-    def _remove(self) -> bool:
-        if _secret_service_platform():
-            with self._secret_service() as items:
-                if items:
-                    self._unlocked(items[0]).delete()
-                return bool(items)
-
-        def delete(keyring: Any) -> bool:
-            try:
-                keyring.delete_password(KEYRING_SERVICE, self.account)
-            except keyring.errors.PasswordDeleteError:
-                return False
-            return True
-
-        return bool(self._keyring(delete))
-
-    @contextlib.contextmanager
-    def _secret_service(self, create: str | None = None) -> Generator[list[Any], None, None]:
-        """Codex's items for this account, as keyring-rs 3.6.3 finds them (its
-        map_matching_items): by target, service and user in every collection, else
-        by service and user in the default one; exactly one may match.  With
-        `create`, a missing item is made with Codex's attributes and label."""
-        try:
-            import secretstorage  # deferred: only a keyring store on Linux needs it
-            from jeepney.io.blocking import (  # type: ignore[import-untyped]  # no stubs
-                open_dbus_connection,
-            )
-        except ImportError:
-            raise CodexAuthError(
-                f"{self.location} needs secretstorage and jeepney: "
-                "python -m pip install secretstorage jeepney"
-            ) from None
-        try:
-            connection = open_dbus_connection(bus=_session_bus_address())
-        except (OSError, ValueError, KeyError) as exc:
-            raise CodexAuthError(
-                f"{self.location} is unreachable: no D-Bus session bus ({_one_line(exc)}); "
-                "the Secret Service (gnome-keyring, KeePassXC) runs in a desktop session"
-            ) from None
-        try:
-            secretstorage.util.add_match_rules(connection)  # as secretstorage.dbus_init
-            codex = {"service": KEYRING_SERVICE, "username": self.account}
-            items = list(
-                secretstorage.search_items(connection, {"target": _CODEX_KEYRING_TARGET, **codex})
-            )
-            if not items:
-                items = list(secretstorage.get_default_collection(connection).search_items(codex))
-            if len(items) > 1:
-                raise CodexAuthError(
-                    f"{self.location} is matched by {len(items)} keyring items; the Codex CLI "
-                    "reads none of them: delete all but Codex's own (seahorse shows them)"
-                )
-            if not items and create is not None:
-                collection = secretstorage.get_default_collection(connection)
-                self._unlocked(collection).create_item(
-                    _CODEX_KEYRING_LABEL.format(account=self.account),
-                    {"application": "rust-keyring", "target": _CODEX_KEYRING_TARGET, **codex},
-                    create.encode("utf-8"),
-                    replace=False,
-                    content_type="text/plain",
-                )
-            yield items
-        except secretstorage.exceptions.SecretServiceNotAvailableException as exc:
-            raise CodexAuthError(
-                f"{self.location} is unreachable: no Secret Service on the session bus "
-                f"({_one_line(exc)})"
-            ) from None
-        except secretstorage.exceptions.LockedException:
-            raise CodexAuthError(
-                f"{self.location} is locked: unlock the keyring (sign in to the desktop session, "
-                "or unlock it in seahorse) and try again"
-            ) from None
-        finally:
-            connection.close()
-
-    def _unlocked(self, thing: Any) -> Any:
-        """An item or collection, unlocked if a prompt can do it (a desktop session)."""
-        if thing.is_locked():
-            import secretstorage
-
-            dismissed = thing.unlock()  # True when the user dismissed the prompt
-            if dismissed or thing.is_locked():
-                raise secretstorage.exceptions.LockedException("locked")
-        return thing
-
-    def _item_text(self, items: list[Any]) -> str:
-        data = self._unlocked(items[0]).get_secret()
-        try:
-            return bytes(data).decode("utf-8")
-        except UnicodeDecodeError:
-            raise AuthFileError(self.location, "the keyring entry is not UTF-8 text") from None
-
-    def _keyring(self, action: Callable[[Any], Any]) -> Any:
-        try:
-            import keyring  # deferred: only a keyring store needs it
-            import keyring.errors
-        except ImportError:
-            raise CodexAuthError(
-                f"{self.location} needs keyring: python -m pip install keyring"
-            ) from None
-        try:
-            return action(keyring)
-        except keyring.errors.KeyringLocked:
-            raise CodexAuthError(f"{self.location} is locked: unlock the keyring") from None
-        except keyring.errors.KeyringError as exc:
-            raise CodexAuthError(
-                f"{self.location} is unreachable ({type(exc).__name__}: {_one_line(exc)})"
-            ) from None
-
-    # The Store interface.
-
-    def read(self, *, force: bool = False) -> _Snapshot | None:
-        if self._snapshot is not None and not force:
-            return self._snapshot  # from memory while fresh: a keyring read is a round trip
-        text = self._get()
-        if text is None:
-            self._snapshot = None
-            return None
-        try:
-            auth = _parse_auth_bytes(text.encode("utf-8"))
-        except ValueError as exc:
-            raise AuthFileError(self.location, str(exc)) from None
-        self._snapshot = _Snapshot(auth, _fingerprint(text), trusted=True)
-        return self._snapshot
-
-    def read_with_state(self, *, force: bool = True) -> tuple[_Snapshot | None, _SharedState]:
-        return self.read(force=force), self.local.local_state()
-
-    def lock(self, timeout: float, done_elsewhere: Callable[[], bool]) -> _RefreshLock | None:
-        return self.local.lock(timeout, done_elsewhere)
-
-    def save(self, auth: AuthDotJson) -> None:
-        # Compact, as Codex writes it (serde_json::to_string).
-        self._set(json.dumps(_auth_to_json(auth), separators=(",", ":")))
-        self._snapshot = None
-
-    def delete(self) -> bool:
-        self._snapshot = None
-        return self._remove()
-
-    def _save_state(self, state: _SharedState) -> None:
-        self.local._save_state(state)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "store": "keyring",
-            "keyring_service": KEYRING_SERVICE,
-            "keyring_account": self.account,
-            "lock_file": self.local.lock_location(),
-        }
-
-
-def _secret_service_platform() -> bool:
-    """Whether keyring-rs (and so the Codex CLI) keeps the login in the Secret Service."""
-    return sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd"))
-
-
-def _session_bus_address() -> str:
-    """The D-Bus session bus, found as the Codex CLI (zbus) finds it: jeepney alone
-    does not look at $XDG_RUNTIME_DIR/bus."""
-    address = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
-    if address:
-        return address
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.exists(os.path.join(runtime, "bus")):
-        return "unix:path=" + os.path.join(runtime, "bus")
-    raise KeyError("DBUS_SESSION_BUS_ADDRESS")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:120]
-
-
-def _codex_store(codex_home: str, choice: str | None = None) -> Store:
-    """The store Codex uses for `codex_home`: `choice` (file, keyring, auto), else what
-    config.toml says, as Codex decides (codex-rs/login/src/auth/storage.rs)."""
-    secrets, config = False, os.path.join(codex_home, CONFIG_FILE_NAME)
-    if choice is None:
-        choice, secrets, config = _codex_credentials_store(codex_home)
-    if choice == "ephemeral":
-        raise _ephemeral(config)
-    if choice in ("keyring", "auto") and secrets:
-        raise _secrets_unsupported(config)
-    if choice == "keyring":
-        return KeyringStore(codex_home)
-    if choice == "auto":  # the keyring if it holds the login; otherwise, or on error, the file
-        keyring = KeyringStore(codex_home)
-        with contextlib.suppress(CodexAuthError):
-            if keyring.read() is not None:
-                return keyring
-    return FileStore(codex_home)
-
-
-# Choosing the store ##########################################################
-
-
-def _open_store(
-    spec: str | Store | None,
-    codex_home: StrPath | None,
-    *,
-    namespace: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-) -> Store:
-    """The store `spec` names: a Store, "file", "keyring", "auto", or a Redis URL.
-
-    Unset, CODEXAUTH_STORE decides, else Codex's own setting in config.toml
-    (file by default); CODEXAUTH_NAMESPACE picks the login in a Redis store.
-    """
-    if isinstance(spec, Store):
-        return spec
-    home = _home(codex_home)
-    spec = spec or os.environ.get(STORE_ENV_VAR)
-    if spec is None:
-        return _codex_store(home)
-    if spec in ("file", "keyring", "auto"):
-        return _codex_store(home, spec)
-    if spec.startswith(("redis://", "rediss://", "unix://")):
-        namespace = namespace or os.environ.get(NAMESPACE_ENV_VAR) or DEFAULT_NAMESPACE
-        return RedisStore(spec, codex_home, namespace=namespace, timeout=timeout)
-    shown = _redact_url(spec) if "://" in spec else spec
-    raise CodexAuthError(
-        f"{STORE_ENV_VAR} must be file, keyring, auto, or a redis://, rediss:// or unix:// URL, "
-        f"not {shown!r}"
-    )
-
-
 # Refresh client ##############################################################
 # One POST for the token and the revoke endpoints, so that the URL rule, the CA
 # file, the proxy rule, the deadline and "no secret in an error" are written once.
@@ -2985,7 +2213,7 @@ class CodexAuth:
         if not timeout > 0 or not lock_timeout > 0:
             raise ValueError("timeout and lock_timeout must be positive")
         self.codex_home = _home(codex_home)
-        self.store = _open_store(store, self.codex_home, namespace=namespace, timeout=timeout)
+        self.store = _store_for(store, self.codex_home, namespace=namespace, timeout=timeout)
         self.timeout = timeout
         self.lock_timeout = lock_timeout
         self._session = session
@@ -3685,6 +2913,909 @@ def _build_httpx_auth_class() -> type:
     return _HttpxAuth
 
 
+# Optional stores #############################################################
+# Everything below until the command line serves a store other than auth.json:
+# choosing one (config.toml's setting, $CODEXAUTH_STORE), Codex's keyring entry,
+# a Redis store shared by many machines, and push/pull between Redis and
+# auth.json.  Each imports its library inside itself; a vendored copy used with
+# auth.json alone never runs any of it.
+
+
+# Optional stores: choosing the store #########################################
+
+
+CONFIG_FILE_NAME = "config.toml"
+_CODEX_STORES = ("file", "keyring", "auto", "ephemeral")
+
+
+def _store_for(
+    spec: str | Store | None,
+    codex_home: StrPath | None,
+    *,
+    namespace: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Store:
+    """The store `spec` names: a Store, "file", "keyring", "auto", or a Redis URL.
+
+    Unset, CODEXAUTH_STORE decides, else Codex's own setting in config.toml
+    (file by default); CODEXAUTH_NAMESPACE picks the login in a Redis store.
+    """
+    if isinstance(spec, Store):
+        return spec
+    home = _home(codex_home)
+    spec = spec or os.environ.get(STORE_ENV_VAR)
+    if spec is None:
+        return _store_codex_uses(home)
+    if spec in ("file", "keyring", "auto"):
+        return _store_codex_uses(home, spec)
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        namespace = namespace or os.environ.get(NAMESPACE_ENV_VAR) or DEFAULT_NAMESPACE
+        return RedisStore(spec, codex_home, namespace=namespace, timeout=timeout)
+    shown = _redact_url(spec) if "://" in spec else spec
+    raise CodexAuthError(
+        f"{STORE_ENV_VAR} must be file, keyring, auto, or a redis://, rediss:// or unix:// URL, "
+        f"not {shown!r}"
+    )
+
+
+def _store_codex_uses(codex_home: str, choice: str | None = None) -> Store:
+    """The store Codex uses for `codex_home`: `choice` (file, keyring, auto), else what
+    config.toml says, as Codex decides (codex-rs/login/src/auth/storage.rs)."""
+    secrets, config = False, os.path.join(codex_home, CONFIG_FILE_NAME)
+    if choice is None:
+        choice, secrets, config = _read_codex_store_setting(codex_home)
+    if choice == "ephemeral":
+        raise _ephemeral(config)
+    if choice in ("keyring", "auto") and secrets:
+        raise _secrets_unsupported(config)
+    if choice == "keyring":
+        return KeyringStore(codex_home)
+    if choice == "auto":  # the keyring if it holds the login; otherwise, or on error, the file
+        keyring = KeyringStore(codex_home)
+        with contextlib.suppress(CodexAuthError):
+            if keyring.read() is not None:
+                return keyring
+    return FileStore(codex_home)
+
+
+def _read_codex_store_setting(codex_home: str) -> tuple[str, bool, str]:
+    """(cli_auth_credentials_store, [features] secret_auth_storage, config path) from
+    config.toml; ("file", False, path) when it says nothing about them.
+
+    The bytes are looked at first, so the TOML parser is imported only for a
+    config that names one of the two settings: a warm start stays cheap.
+    """
+    path = os.path.join(codex_home, CONFIG_FILE_NAME)
+    # Followed if a symlink, as Codex reads it (dotfiles managers link it); never a FIFO.
+    data = _read_sidecar(path, MAX_AUTH_FILE_BYTES, follow=True)
+    if not data or (
+        b"cli_auth_credentials_store" not in data and b"secret_auth_storage" not in data
+    ):
+        return "file", False, path
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover  # the `tomli` dependency, before 3.11
+        _require_packages(f"reading {path}", ("tomli", *_refresh_packages()))
+        import tomli as tomllib
+    try:
+        config = tomllib.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CodexAuthError(f"{path}: not valid TOML ({str(exc).splitlines()[0][:80]})") from None
+    store = config.get("cli_auth_credentials_store", "file")
+    if store not in _CODEX_STORES:
+        raise CodexAuthError(
+            f"{path}: cli_auth_credentials_store must be one of {', '.join(_CODEX_STORES)}, "
+            f"not {store!r}"
+        )
+    features = config.get("features")
+    secrets = isinstance(features, dict) and features.get("secret_auth_storage") is True
+    return store, secrets, path
+
+
+def _secrets_unsupported(config: str) -> CodexAuthError:
+    return CodexAuthError(
+        f"Codex keeps this login encrypted (secret_auth_storage in {config}), which codexauth "
+        'cannot read yet: set cli_auth_credentials_store = "file" and secret_auth_storage = '
+        "false there, then run `codex login`"
+    )
+
+
+def _ephemeral(config: str) -> NotLoggedInError:
+    return NotLoggedInError(
+        f"Not logged in here: Codex keeps this login only in the memory of the running Codex "
+        f'(cli_auth_credentials_store = "ephemeral" in {config}), out of any other '
+        'program\'s reach; to share it, set it to "file" or "keyring" and sign in again'
+    )
+
+
+# Optional stores: the keyring ################################################
+# Codex's other credential stores (`cli_auth_credentials_store` in config.toml):
+# the OS keyring, `auto`, `ephemeral`, and the encrypted secrets file.  The
+# keyring libraries are imported only here, when such a store is configured.
+
+# Codex's keyring entry: this service, and an account named after CODEX_HOME
+# (codex-rs/login/src/auth/storage.rs `compute_store_key`).
+KEYRING_SERVICE = "Codex Auth"
+# What keyring-rs 3.6.3 (the Codex CLI 0.171's) writes on Linux, so that an item
+# created here is the one Codex searches for (its src/secret_service.rs).
+_CODEX_KEYRING_TARGET = "default"
+_CODEX_KEYRING_LABEL = "{account}@Codex Auth:default (keyring v3.6.3)"
+
+
+def codex_keyring_account(codex_home: StrPath) -> str:
+    """Codex's keyring account for `codex_home`: "cli|" and 16 hex digits of the SHA-256
+    of its canonical path (symlinks resolved; the path as given if that fails)."""
+    import hashlib  # deferred, as in _fingerprint
+
+    given = os.path.abspath(os.path.expanduser(os.fspath(codex_home)))
+    canonical = os.path.realpath(given) if os.path.exists(given) else given
+    # Rust's to_string_lossy: bytes that are not UTF-8 become U+FFFD.
+    text = os.fsencode(canonical).decode("utf-8", errors="replace")
+    return "cli|" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+class KeyringStore(Store):
+    """The login in the OS keyring, in the very entry the Codex CLI reads and writes.
+
+    The entry holds auth.json's document as compact JSON.  On Linux it is a
+    Secret Service item with keyring-rs's attributes, found as keyring-rs finds
+    it and updated in place: the `keyring` package's set_password would add a
+    second item that Codex never reads.  Elsewhere the `keyring` package reads
+    and writes the entry (not run here: see README).  Refreshes still take
+    auth.lock in CODEX_HOME, which the Codex CLI takes too.
+    """
+
+    def __init__(self, codex_home: StrPath | None = None) -> None:
+        self.local = FileStore(codex_home)  # the lock, the shared state and the outbox
+        self.account = codex_keyring_account(self.local.codex_home)
+        self.outbox = _Outbox(self.local, "codexauth-outbox-keyring.json")
+        self.location = f"the keyring ({KEYRING_SERVICE!r}, {self.account!r})"
+        self._snapshot: _Snapshot | None = None
+
+    # The backend: Secret Service on Linux, the `keyring` package elsewhere.
+
+    def _get(self) -> str | None:
+        if _secret_service_platform():
+            with self._secret_service() as items:
+                return None if not items else self._item_text(items)
+        text: str | None = self._keyring(lambda k: k.get_password(KEYRING_SERVICE, self.account))
+        return text
+
+    def _set(self, text: str) -> None:
+        if _secret_service_platform():
+            with self._secret_service(create=text) as items:
+                if items:
+                    self._unlocked(items[0]).set_secret(text.encode("utf-8"), "text/plain")
+            return
+        self._keyring(lambda k: k.set_password(KEYRING_SERVICE, self.account, text))
+
+    def _remove(self) -> bool:
+        if _secret_service_platform():
+            with self._secret_service() as items:
+                if items:
+                    self._unlocked(items[0]).delete()
+                return bool(items)
+
+        def delete(keyring: Any) -> bool:
+            try:
+                keyring.delete_password(KEYRING_SERVICE, self.account)
+            except keyring.errors.PasswordDeleteError:
+                return False
+            return True
+
+        return bool(self._keyring(delete))
+
+    @contextlib.contextmanager
+    def _secret_service(self, create: str | None = None) -> Generator[list[Any], None, None]:
+        """Codex's items for this account, as keyring-rs 3.6.3 finds them (its
+        map_matching_items): by target, service and user in every collection, else
+        by service and user in the default one; exactly one may match.  With
+        `create`, a missing item is made with Codex's attributes and label."""
+        try:
+            import secretstorage  # deferred: only a keyring store on Linux needs it
+            from jeepney.io.blocking import (  # type: ignore[import-untyped]  # no stubs
+                open_dbus_connection,
+            )
+        except ImportError:
+            raise CodexAuthError(
+                f"{self.location} needs secretstorage and jeepney: "
+                "python -m pip install secretstorage jeepney"
+            ) from None
+        try:
+            connection = open_dbus_connection(bus=_session_bus_address())
+        except (OSError, ValueError, KeyError) as exc:
+            raise CodexAuthError(
+                f"{self.location} is unreachable: no D-Bus session bus ({_one_line(exc)}); "
+                "the Secret Service (gnome-keyring, KeePassXC) runs in a desktop session"
+            ) from None
+        try:
+            secretstorage.util.add_match_rules(connection)  # as secretstorage.dbus_init
+            codex = {"service": KEYRING_SERVICE, "username": self.account}
+            items = list(
+                secretstorage.search_items(connection, {"target": _CODEX_KEYRING_TARGET, **codex})
+            )
+            if not items:
+                items = list(secretstorage.get_default_collection(connection).search_items(codex))
+            if len(items) > 1:
+                raise CodexAuthError(
+                    f"{self.location} is matched by {len(items)} keyring items; the Codex CLI "
+                    "reads none of them: delete all but Codex's own (seahorse shows them)"
+                )
+            if not items and create is not None:
+                collection = secretstorage.get_default_collection(connection)
+                self._unlocked(collection).create_item(
+                    _CODEX_KEYRING_LABEL.format(account=self.account),
+                    {"application": "rust-keyring", "target": _CODEX_KEYRING_TARGET, **codex},
+                    create.encode("utf-8"),
+                    replace=False,
+                    content_type="text/plain",
+                )
+            yield items
+        except secretstorage.exceptions.SecretServiceNotAvailableException as exc:
+            raise CodexAuthError(
+                f"{self.location} is unreachable: no Secret Service on the session bus "
+                f"({_one_line(exc)})"
+            ) from None
+        except secretstorage.exceptions.LockedException:
+            raise CodexAuthError(
+                f"{self.location} is locked: unlock the keyring (sign in to the desktop session, "
+                "or unlock it in seahorse) and try again"
+            ) from None
+        finally:
+            connection.close()
+
+    def _unlocked(self, thing: Any) -> Any:
+        """An item or collection, unlocked if a prompt can do it (a desktop session)."""
+        if thing.is_locked():
+            import secretstorage
+
+            dismissed = thing.unlock()  # True when the user dismissed the prompt
+            if dismissed or thing.is_locked():
+                raise secretstorage.exceptions.LockedException("locked")
+        return thing
+
+    def _item_text(self, items: list[Any]) -> str:
+        data = self._unlocked(items[0]).get_secret()
+        try:
+            return bytes(data).decode("utf-8")
+        except UnicodeDecodeError:
+            raise AuthFileError(self.location, "the keyring entry is not UTF-8 text") from None
+
+    def _keyring(self, action: Callable[[Any], Any]) -> Any:
+        try:
+            import keyring  # deferred: only a keyring store needs it
+            import keyring.errors
+        except ImportError:
+            raise CodexAuthError(
+                f"{self.location} needs keyring: python -m pip install keyring"
+            ) from None
+        try:
+            return action(keyring)
+        except keyring.errors.KeyringLocked:
+            raise CodexAuthError(f"{self.location} is locked: unlock the keyring") from None
+        except keyring.errors.KeyringError as exc:
+            raise CodexAuthError(
+                f"{self.location} is unreachable ({type(exc).__name__}: {_one_line(exc)})"
+            ) from None
+
+    # The Store interface.
+
+    def read(self, *, force: bool = False) -> _Snapshot | None:
+        if self._snapshot is not None and not force:
+            return self._snapshot  # from memory while fresh: a keyring read is a round trip
+        text = self._get()
+        if text is None:
+            self._snapshot = None
+            return None
+        try:
+            auth = _parse_auth_bytes(text.encode("utf-8"))
+        except ValueError as exc:
+            raise AuthFileError(self.location, str(exc)) from None
+        self._snapshot = _Snapshot(auth, _fingerprint(text), trusted=True)
+        return self._snapshot
+
+    def read_with_state(self, *, force: bool = True) -> tuple[_Snapshot | None, _SharedState]:
+        return self.read(force=force), self.local.local_state()
+
+    def lock(self, timeout: float, done_elsewhere: Callable[[], bool]) -> _RefreshLock | None:
+        return self.local.lock(timeout, done_elsewhere)
+
+    def save(self, auth: AuthDotJson) -> None:
+        # Compact, as Codex writes it (serde_json::to_string).
+        self._set(json.dumps(_auth_to_json(auth), separators=(",", ":")))
+        self._snapshot = None
+
+    def delete(self) -> bool:
+        self._snapshot = None
+        return self._remove()
+
+    def _save_state(self, state: _SharedState) -> None:
+        self.local._save_state(state)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "store": "keyring",
+            "keyring_service": KEYRING_SERVICE,
+            "keyring_account": self.account,
+            "lock_file": self.local.lock_location(),
+        }
+
+
+def _secret_service_platform() -> bool:
+    """Whether keyring-rs (and so the Codex CLI) keeps the login in the Secret Service."""
+    return sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd"))
+
+
+def _session_bus_address() -> str:
+    """The D-Bus session bus, found as the Codex CLI (zbus) finds it: jeepney alone
+    does not look at $XDG_RUNTIME_DIR/bus."""
+    address = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+    if address:
+        return address
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.exists(os.path.join(runtime, "bus")):
+        return "unix:path=" + os.path.join(runtime, "bus")
+    raise KeyError("DBUS_SESSION_BUS_ADDRESS")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:120]
+
+
+# Optional stores: Redis ######################################################
+# One login for many machines.  `import redis` happens only here, when a Redis
+# store is configured: the file store's warm path never pays for it.
+
+# The login hash's fields: `doc` (auth.json), `rt_sha256` and `account` (what a
+# commit compares), `state` (what the fleet tells itself, about `rt_sha256`'s
+# token), `version` (a counter for `status`; never compared), `by_*` (who wrote),
+# and `logged_out` (a tombstone: a logout, unlike a restart or an eviction,
+# must never be undone by a machine's outbox).
+
+# Store.commit on Redis: compares the stored refresh token's fingerprint and account.
+_REDIS_COMMIT = """
+-- KEYS[1] = the login hash; ARGV: spent fingerprint ('' = save whatever is there),
+-- account, auth.json, its refresh token's fingerprint, its account, host, pid
+-- -> 1 written, 0 another login or a logout is there, 2 refilled an emptied store
+local result = 1
+if ARGV[1] ~= '' then
+  if redis.call('HGET', KEYS[1], 'doc') then
+    if redis.call('HGET', KEYS[1], 'rt_sha256') ~= ARGV[1]
+        or redis.call('HGET', KEYS[1], 'account') ~= ARGV[2] or ARGV[2] == '' then
+      return 0
+    end
+  elseif redis.call('HGET', KEYS[1], 'logged_out') then
+    return 0
+  else
+    result = 2
+  end
+end
+-- HDEL first: an ACL that refuses it must refuse before anything is written.
+redis.call('HDEL', KEYS[1], 'state', 'logged_out')
+local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0') + 1
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'version', version, 'doc', ARGV[3], 'rt_sha256', ARGV[4],
+           'account', ARGV[5], 'by_host', ARGV[6], 'by_pid', ARGV[7], 'by_at', now[1])
+return result
+"""
+# Store.record on Redis: the state is about one token, and written only while it is stored.
+_REDIS_RECORD = """
+-- KEYS[1] = the login hash; ARGV: fingerprint, state -> 1 written, 0 not stored any more
+if redis.call('HGET', KEYS[1], 'rt_sha256') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2])
+return 1
+"""
+# RedisStore.begin_request: announce the flight and make the lock outlast it, in one
+# step fenced by the lock's owner and the stored token: a lapsed holder can do neither.
+_REDIS_ANNOUNCE = """
+-- KEYS[1] = the login hash, KEYS[2] = the lock; ARGV: owner, fingerprint, state, ttl ms
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'rt_sha256') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+# A logout: the login goes, a tombstone stays (see above).
+_REDIS_LOGOUT = """
+local had = redis.call('HGET', KEYS[1], 'doc')
+redis.call('DEL', KEYS[1])
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'logged_out', now[1])
+if had then return 1 end
+return 0
+"""
+# A commit after a request that Redis does not answer is tried again this often.
+_REDIS_COMMIT_RETRY = 0.1
+
+
+def _redact_url(url: str) -> str:
+    """A store URL fit for messages: no password, whole or in part, anywhere.
+
+    Not urllib's parser: a password holding '/' or '#' (base64 has '/') ends its
+    netloc early and leaves the rest of the password in the path.  Everything
+    up to the last '@' is the user part, and only the user name before its
+    first ':' is kept; a `password` query option is dropped.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "(not a URL)"
+    userinfo, at, rest = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0] if at else ""
+    if any(c in user for c in "/?#"):
+        user = ""  # the user part is not what it seems: show none of it
+    head, _, query = rest.partition("?")
+    kept = [o for o in query.split("&") if o and o.split("=", 1)[0].lower() != "password"]
+    shown = f"{scheme}://{user + '@' if user else ''}{head}"
+    return shown + (f"?{'&'.join(kept)}" if kept else "")
+
+
+def _check_namespace(namespace: str) -> str:
+    """A namespace can neither break out of the `codexauth:` key prefix nor its hash tag."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", namespace):
+        raise CodexAuthError(
+            f"{NAMESPACE_ENV_VAR} must be 1-64 letters, digits, '.', '_' or '-', not {namespace!r}"
+        )
+    return namespace
+
+
+class RedisStore(Store):
+    """The login in a Redis hash, shared by many machines: one refresh per fleet.
+
+    Keys: ``codexauth:{NAMESPACE}:login`` (auth.json, a version, who wrote it,
+    the shared state) and ``codexauth:{NAMESPACE}:lock`` (redis-py's Lock: a
+    random owner token and a TTL).  The lock is taken after a per-machine file
+    lock, so one process per machine talks to it.  Its TTL covers the request
+    (see begin_request); the commit is a compare-and-set on the version.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        codex_home: StrPath | None = None,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.url = url
+        self.namespace = _check_namespace(namespace)
+        base = f"codexauth:{{{self.namespace}}}"  # a hash tag: one Redis Cluster slot
+        self.key, self.lock_key = f"{base}:login", f"{base}:lock"
+        self.location = f"{_redact_url(url)} (namespace {self.namespace})"
+        self.login_hint = "Run `codex login` on one machine, then `codexauth push` there."
+        self.local = FileStore(codex_home)  # this machine's lock, outbox and clock offset
+        self.outbox = _Outbox(
+            self.local, f"codexauth-outbox-redis-{_fingerprint(self.location)}.json"
+        )
+        self._io_timeout = min(timeout, REDIS_IO_TIMEOUT)
+        self._client: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._snapshot: _Snapshot | None = None
+        self._fields: dict[bytes, bytes] = {}
+        self.lost = False  # the last read found the hash emptied, with no tombstone
+        self.wake_channel = f"{base}:wake"
+        self._pubsub: Any = None  # subscribed to wake_channel once this process waits
+        self._held: Any = None  # the fleet lock while this process holds it
+        self._owner_token = b""  # the fleet lock's owner token, while held
+        self._flight_end = 0.0  # monotonic: until when peers wait for our request's answer
+
+    def _redis(self) -> Any:
+        if self._client is None:
+            try:
+                import redis  # deferred: costs ~90 ms and only a Redis store needs it
+                from redis.backoff import NoBackoff
+                from redis.retry import Retry
+            except ImportError:
+                raise CodexAuthError(
+                    f"{self.location} needs redis-py: python -m pip install 'redis>=4.4'"
+                ) from None
+            # Both timeouts, and no retries: redis-py's defaults differ by version,
+            # from blocking forever to ten retries with backoff.
+            options: dict[str, Any] = {
+                "socket_timeout": self._io_timeout,
+                "socket_connect_timeout": self._io_timeout,
+                "retry": Retry(NoBackoff(), 0),
+                "health_check_interval": 0,
+            }
+            try:
+                self._client = redis.Redis.from_url(self.url, **options)
+            except (ValueError, TypeError, IndexError):
+                # redis-py's message quotes the URL's parts, a password's among them.
+                raise CodexAuthError(
+                    f"the login store {self.location} has a URL redis-py cannot read: check "
+                    "its host, port and options; a password with '/', '@', ':', '?' or '#' "
+                    "must be percent-encoded"
+                ) from None
+            for name, script in (
+                ("commit", _REDIS_COMMIT),
+                ("record", _REDIS_RECORD),
+                ("announce", _REDIS_ANNOUNCE),
+                ("logout", _REDIS_LOGOUT),
+            ):
+                self._scripts[name] = self._client.register_script(script)
+        return self._client
+
+    def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        self._redis()
+        return self._call(lambda r: self._scripts[name](keys=keys, args=args))
+
+    def _call(self, action: Callable[[Any], Any]) -> Any:
+        """Run `action(client)`; Redis's failures become ours, naming the store, no secret."""
+        client = self._redis()
+        import redis.exceptions as errors
+
+        try:
+            return action(client)
+        except errors.AuthenticationError:
+            # A ConnectionError to redis-py, but no retry can help: the URL is wrong.
+            raise CodexAuthError(
+                f"the login store {self.location} refused the user name or password in its URL"
+            ) from None
+        except (errors.ConnectionError, errors.TimeoutError, errors.ReadOnlyError) as exc:
+            failure = f"the login store {self.location} is unreachable ({type(exc).__name__})"
+            raise StoreUnreachableError(failure) from None
+        except errors.NoPermissionError:
+            raise self._acl_error() from None
+        except errors.RedisError as exc:
+            if "NOPERM" in str(exc):  # a command a script ran, refused by the ACL
+                raise self._acl_error() from None
+            raise StoreUnreachableError(
+                f"the login store {self.location} failed ({type(exc).__name__})"
+            ) from None
+
+    # Waking waiters: whoever changes the login publishes; waiters listen, and look
+    # anyway every poll_interval (a lost message, an ACL without pub/sub).
+
+    poll_interval = REDIS_WAKE_POLL
+
+    def _publish(self) -> None:
+        with contextlib.suppress(CodexAuthError):
+            self._call(lambda r: r.publish(self.wake_channel, b"1"))
+
+    def pause(self, seconds: float) -> None:
+        self._subscribe()
+        if self._pubsub is False:
+            time.sleep(seconds)
+            return
+        try:
+            self._call(lambda r: self._pubsub.get_message(timeout=seconds))
+        except CodexAuthError:
+            time.sleep(seconds)
+
+    def _subscribe(self) -> None:
+        """Listen for wake-ups from here on (before the first look, so none is missed)."""
+        if self._pubsub is None:
+            try:
+                pubsub = self._redis().pubsub(ignore_subscribe_messages=True)
+                self._call(lambda r: pubsub.subscribe(self.wake_channel))
+                self._pubsub = pubsub
+            except CodexAuthError:
+                self._pubsub = False  # no pub/sub here: poll
+
+    def _acl_error(self) -> CodexAuthError:
+        return CodexAuthError(
+            f"the login store {self.location} refused a command: its ACL user needs the "
+            "commands README's 'Many machines' section lists"
+        )
+
+    # Reading: from memory while this process holds a snapshot, else one round trip.
+
+    def read(self, *, force: bool = False) -> _Snapshot | None:
+        if self._snapshot is not None and not force:
+            return self._snapshot
+        return self.read_with_state()[0]
+
+    def read_with_state(self, *, force: bool = True) -> tuple[_Snapshot | None, _SharedState]:
+        """The login, its fleet state and any announced flight: one HGETALL."""
+        fields: dict[bytes, bytes] = self._call(lambda r: r.hgetall(self.key))
+        self._fields = fields
+        state = _SharedState.from_json(fields.get(b"state"))
+        doc = fields.get(b"doc")
+        self.lost = doc is None and b"logged_out" not in fields
+        if doc is None:
+            self._snapshot = None
+            return None, state
+        try:
+            auth = _parse_auth_bytes(doc)
+        except ValueError as exc:
+            raise AuthFileError(self.location, str(exc)) from None
+        self._snapshot = _Snapshot(auth, int(fields.get(b"version", b"0")), trusted=True)
+        return self._snapshot, state
+
+    # The lock: this machine's file lock, then the fleet's.
+
+    def lock(self, timeout: float, done_elsewhere: Callable[[], bool]) -> _FleetLock | None:
+        deadline = time.monotonic() + timeout
+        local = self._local_lock()
+        self._subscribe()
+        if not local.acquire(timeout, done_elsewhere, self):
+            return None
+        taken: list[Any] = []
+
+        def take() -> bool:
+            taken.append(self._try_fleet_lock())
+            return taken[-1] is not None
+
+        holder = f"another machine to finish refreshing ({self.location})"
+        try:
+            left = max(deadline - time.monotonic(), 0.0)
+            if _wait_for(take, done_elsewhere, left, holder, self.pause, self.poll_interval):
+                self._held = taken[-1]
+                return _FleetLock(local, taken[-1], self)
+        except BaseException:
+            local.release()
+            raise
+        local.release()
+        return None
+
+    def _try_fleet_lock(self) -> Any:
+        """The fleet lock, newly taken for this attempt in this thread; None if held elsewhere."""
+        # A new Lock each time: redis-py keeps the owner token thread-local.
+        fleet = self._redis().lock(self.lock_key, timeout=REDIS_LOCK_IDLE_TTL)
+        token = os.urandom(16).hex()  # not redis-py's uuid1: no MAC address, no clock
+        if not self._call(lambda r: fleet.acquire(blocking=False, token=token)):
+            return None
+        self._owner_token = token.encode()
+        return fleet
+
+    def _local_lock(self) -> _RefreshLock:
+        directory = self.local.sidecar_dir(create=True)
+        name = f".codexauth-fleet-{_fingerprint(self.location)}.lock"
+        return _RefreshLock(os.path.join(directory, name), "", self.local.owner())
+
+    def begin_request(self, refresh_token: str, seconds: float) -> None:
+        """Announce the request and make the lock outlast it, in one step fenced by our
+        ownership of the lock and the stored token: a holder whose lock lapsed sends nothing."""
+        flight = seconds + REDIS_LOCK_MARGIN + REDIS_FLIGHT_GRACE
+        fingerprint = _fingerprint(refresh_token)
+        state = _SharedState(fingerprint, sent_until=time.time() + flight).to_json()
+        ttl = int((seconds + REDIS_LOCK_MARGIN) * 1000)
+        args = [self._owner_token, fingerprint, state, ttl]
+        if not self._script("announce", [self.key, self.lock_key], args):
+            raise LockTimeoutError(
+                f"{REFRESH_FAILED} lost the fleet lock before the request "
+                f"({self.location}); nothing was sent"
+            )
+        self._flight_end = time.monotonic() + flight
+
+    def _release(self, fleet: Any) -> None:
+        from redis.exceptions import LockError
+
+        self._held, self._flight_end, self._owner_token = None, 0.0, b""
+        # Lapsed while we were paused: our commit stood on the stored token, not the lock.
+        with contextlib.suppress(LockError, StoreUnreachableError, CodexAuthError):
+            self._call(lambda r: fleet.release())
+
+    # Writing: one script compares the stored token and writes, in one step.
+
+    def commit(
+        self, spent: str, account: str | None, new: AuthDotJson
+    ) -> tuple[bool, _Snapshot | None]:
+        """While peers wait for our request's answer, a Redis that does not answer is
+        tried again, so that a restart does not make them spend the token again."""
+        end, self._flight_end = self._flight_end, 0.0
+        while True:
+            try:
+                done = self._write(spent, account or "", new)
+            except StoreUnreachableError:
+                if time.monotonic() + _REDIS_COMMIT_RETRY >= end:
+                    raise
+                time.sleep(_REDIS_COMMIT_RETRY)
+                continue
+            if done == 2:
+                _log(
+                    _WARNING,
+                    "%s was empty (restarted without persistence, or evicted): stored this "
+                    "machine's refreshed login in it again",
+                    self.location,
+                )
+            if done:
+                return True, None
+            return False, self.read(force=True)
+
+    def save(self, auth: AuthDotJson) -> None:
+        self._write("", "", auth)
+
+    def _write(self, spent: str, account: str, auth: AuthDotJson) -> int:
+        import socket  # deferred: only a commit names its host
+
+        tokens = auth.tokens
+        fingerprint = "" if tokens is None else _fingerprint(tokens.refresh_token)
+        its_account = (None if tokens is None else _account(tokens)) or ""
+        args: list[object] = [spent, account, _serialize_auth(auth), fingerprint, its_account]
+        args += [socket.gethostname(), os.getpid()]
+        done = int(self._script("commit", [self.key], args))
+        self._snapshot = None  # the next read sees what is there now
+        if done:
+            self._publish()
+        return done
+
+    def delete(self) -> bool:
+        self._snapshot = None
+        removed = bool(self._script("logout", [self.key], []))
+        self._publish()
+        return removed
+
+    def record(self, refresh_token: str, **facts: Any) -> None:
+        state = _SharedState(_fingerprint(refresh_token), **facts)
+        try:
+            self._script("record", [self.key], [state.fingerprint, state.to_json()])
+        except CodexAuthError as exc:
+            _log(_WARNING, "could not tell peers: %s", exc)
+            return
+        self._publish()
+
+    def describe(self) -> dict[str, Any]:
+        if not self._fields:
+            with contextlib.suppress(CodexAuthError):
+                self.read(force=True)
+        info: dict[str, Any] = {"store": _redact_url(self.url), "namespace": self.namespace}
+        host, pid, at = (self._fields.get(k) for k in (b"by_host", b"by_pid", b"by_at"))
+        if host and pid and at:
+            when = datetime.fromtimestamp(int(at), timezone.utc)
+            info["last_refreshed_by"] = f"{host.decode('utf-8', 'replace')} pid {pid.decode()}"
+            info["last_refreshed_at"] = _format_rfc3339(when)
+        warnings = self._durability_warnings()
+        if warnings:
+            info["warnings"] = warnings
+        return info
+
+    def _durability_warnings(self) -> list[str]:
+        """What in the server's settings can lose the login, where the ACL lets us look."""
+
+        def setting(name: str) -> str | None:
+            try:
+                found: dict[str, str] = self._call(lambda r: r.config_get(name))
+            except CodexAuthError:
+                return None  # CONFIG is not for every ACL user: say nothing
+            value = found.get(name)
+            return None if value is None else str(value)
+
+        warnings = []
+        policy = setting("maxmemory-policy")
+        if policy is not None and policy.startswith("allkeys-"):
+            warnings.append(
+                f"maxmemory-policy is {policy}: Redis may evict the login under memory "
+                "pressure (use noeviction, or a volatile-* policy: the login has no TTL)"
+            )
+        if setting("appendonly") == "no":
+            warnings.append(
+                "appendonly is no: a restart may lose the last refresh (only the machine "
+                "that made it can store it again); enable AOF"
+            )
+        return warnings
+
+
+class _FleetLock:
+    """This machine's file lock and the fleet's Redis lock, released in reverse order."""
+
+    def __init__(self, local: _RefreshLock, fleet: Any, store: RedisStore) -> None:
+        self._local, self._fleet, self._store = local, fleet, store
+
+    def release(self) -> None:
+        try:
+            self._store._release(self._fleet)
+        finally:
+            self._local.release()
+
+
+# Optional stores: push and pull ##############################################
+
+
+def _cmd_push(auth: CodexAuth, args: Any) -> int:
+    fleet, local = _fleet_and_local(auth, "push")
+    snapshot = local.read(force=True)
+    if snapshot is None or snapshot.auth.mode is None:
+        raise _not_logged_in(local.location)
+    ours = snapshot.auth
+    last = _fleet_marks(local).get(fleet.location)
+    with fleet.locked(auth.lock_timeout):
+        held = fleet.read(force=True)
+        theirs = None if held is None else held.auth
+        if theirs == ours:
+            print(f"{_printable(fleet.location)} holds this login already.")
+            return EXIT_OK
+        if theirs is not None and not args.force and not _may_replace(theirs, ours, last):
+            raise CodexAuthError(
+                f"refusing to push: {fleet.location} holds another or a newer login than the "
+                "one this machine last pulled or pushed (`codexauth pull` takes it; "
+                "`push --force` replaces it)"
+            )
+        fleet.save(ours)
+    _mark_fleet(local, fleet, ours)
+    print(f"Pushed the login in {_printable(local.location)} to {_printable(fleet.location)}.")
+    return EXIT_OK
+
+
+def _cmd_pull(auth: CodexAuth, args: Any) -> int:
+    fleet, local = _fleet_and_local(auth, "pull")
+    if not args.force and _pushed_a_local_refresh(auth, fleet, local):
+        return EXIT_OK
+    login = auth.ensure_valid(args.min_valid)
+    _makedirs_private(local.codex_home)
+    with local.locked(auth.lock_timeout):
+        local.save(login)
+    _mark_fleet(local, fleet, login)
+    expiry = auth.access_token_expiry() if login.mode is AuthMode.CHATGPT else None
+    when = f"; the access token expires at {_format_rfc3339(expiry)}" if expiry else ""
+    print(f"Pulled the login from {_printable(fleet.location)} into {local.location}{when}.")
+    return EXIT_OK
+
+
+def _pushed_a_local_refresh(auth: CodexAuth, fleet: Store, local: FileStore) -> bool:
+    """pull's guard: auth.json here must not have changed since this machine last pulled
+    or pushed, or pulling would put back what it replaced (a token the local Codex CLI
+    spent).  A later login of the same account, over the one the store still holds, is
+    pushed instead (True); anything else is refused."""
+    try:
+        mine = local.read(force=True)
+    except AuthFileError:
+        mine = None  # a broken file is not a login to keep
+    last = _fleet_marks(local).get(fleet.location)
+    ours = None if mine is None else mine.auth
+    if ours is None or ours.tokens is None or _fingerprint(ours.tokens.refresh_token) == last:
+        return False  # nothing here, an API key, or what this machine last pulled or pushed
+    with fleet.locked(auth.lock_timeout):
+        held = fleet.read(force=True)
+        theirs = None if held is None else held.auth
+        if theirs == ours:
+            return False
+        if theirs is None or not _may_replace(theirs, ours, last):
+            raise CodexAuthError(
+                f"refusing to pull: {local.location} changed since this machine last pulled "
+                f"or pushed, and {fleet.location} does not hold what it replaced "
+                "(`codexauth push` sends it to the store; `pull --force` replaces it)"
+            )
+        fleet.save(ours)
+    _mark_fleet(local, fleet, ours)
+    print(
+        f"{_printable(local.location)} holds a later login than {_printable(fleet.location)} "
+        "(the Codex CLI here refreshed it): pushed it instead of pulling."
+    )
+    return True
+
+
+def _fleet_and_local(auth: CodexAuth, command: str) -> tuple[Store, FileStore]:
+    if isinstance(auth.store, FileStore):
+        raise CodexAuthError(
+            f"`{command}` copies a login between auth.json and a shared store: name one with "
+            f"--store or ${STORE_ENV_VAR} (a redis://, rediss:// or unix:// URL)"
+        )
+    return auth.store, FileStore(auth.codex_home)
+
+
+def _may_replace(theirs: AuthDotJson, ours: AuthDotJson, last: str | None) -> bool:
+    """The store holds what this machine last pulled or pushed, for the same account: the
+    Codex CLI here has refreshed since, and its tokens are the newer ones."""
+    if theirs.tokens is None or ours.tokens is None or last is None:
+        return False
+    same_account = _account(theirs.tokens) == _account(ours.tokens)
+    return same_account and _fingerprint(theirs.tokens.refresh_token) == last
+
+
+def _fleet_marks(local: FileStore) -> dict[str, str]:
+    """Per store: the refresh token (a digest) this machine last pulled or pushed."""
+    data = _read_sidecar(os.path.join(local.sidecar_dir(create=False), FLEET_FILE_NAME))
+    try:
+        marks = json.loads(data or b"{}")
+    except ValueError:
+        return {}
+    return (
+        {k: v for k, v in marks.items() if isinstance(v, str)} if isinstance(marks, dict) else {}
+    )
+
+
+def _mark_fleet(local: FileStore, fleet: Store, login: AuthDotJson) -> None:
+    if login.tokens is None:
+        return
+    marks = _fleet_marks(local)
+    marks[fleet.location] = _fingerprint(login.tokens.refresh_token)
+    path = os.path.join(local.sidecar_dir(create=True), FLEET_FILE_NAME)
+    _write_sidecar(path, json.dumps(marks).encode("utf-8"), local.owner())
+
+
 # CLI #########################################################################
 
 EXIT_OK = 0
@@ -3955,7 +4086,7 @@ def _seconds(text: str) -> float:
 
 def _store_option(text: str) -> str:
     """argparse type for --store, so that a bad one is a usage error (exit 2); the same
-    rule as _open_store's, which checks $CODEXAUTH_STORE (exit 1, naming the variable)."""
+    rule as _store_for's, which checks $CODEXAUTH_STORE (exit 1, naming the variable)."""
     import argparse
 
     schemes = ("redis://", "rediss://", "unix://")
@@ -4166,118 +4297,6 @@ def _cmd_login(auth: CodexAuth, args: Any) -> int:
     login_with_api_key(auth.codex_home, _read_api_key())
     print(f"Stored the API key in {os.path.join(auth.codex_home, AUTH_FILE_NAME)}.")
     return EXIT_OK
-
-
-def _cmd_push(auth: CodexAuth, args: Any) -> int:
-    fleet, local = _fleet_and_local(auth, "push")
-    snapshot = local.read(force=True)
-    if snapshot is None or snapshot.auth.mode is None:
-        raise _not_logged_in(local.location)
-    ours = snapshot.auth
-    last = _fleet_marks(local).get(fleet.location)
-    with fleet.locked(auth.lock_timeout):
-        held = fleet.read(force=True)
-        theirs = None if held is None else held.auth
-        if theirs == ours:
-            print(f"{_printable(fleet.location)} holds this login already.")
-            return EXIT_OK
-        if theirs is not None and not args.force and not _may_replace(theirs, ours, last):
-            raise CodexAuthError(
-                f"refusing to push: {fleet.location} holds another or a newer login than the "
-                "one this machine last pulled or pushed (`codexauth pull` takes it; "
-                "`push --force` replaces it)"
-            )
-        fleet.save(ours)
-    _mark_fleet(local, fleet, ours)
-    print(f"Pushed the login in {_printable(local.location)} to {_printable(fleet.location)}.")
-    return EXIT_OK
-
-
-def _cmd_pull(auth: CodexAuth, args: Any) -> int:
-    fleet, local = _fleet_and_local(auth, "pull")
-    if not args.force and _pushed_a_local_refresh(auth, fleet, local):
-        return EXIT_OK
-    login = auth.ensure_valid(args.min_valid)
-    _makedirs_private(local.codex_home)
-    with local.locked(auth.lock_timeout):
-        local.save(login)
-    _mark_fleet(local, fleet, login)
-    expiry = auth.access_token_expiry() if login.mode is AuthMode.CHATGPT else None
-    when = f"; the access token expires at {_format_rfc3339(expiry)}" if expiry else ""
-    print(f"Pulled the login from {_printable(fleet.location)} into {local.location}{when}.")
-    return EXIT_OK
-
-
-def _pushed_a_local_refresh(auth: CodexAuth, fleet: Store, local: FileStore) -> bool:
-    """pull's guard: auth.json here must not have changed since this machine last pulled
-    or pushed, or pulling would put back what it replaced (a token the local Codex CLI
-    spent).  A later login of the same account, over the one the store still holds, is
-    pushed instead (True); anything else is refused."""
-    try:
-        mine = local.read(force=True)
-    except AuthFileError:
-        mine = None  # a broken file is not a login to keep
-    last = _fleet_marks(local).get(fleet.location)
-    ours = None if mine is None else mine.auth
-    if ours is None or ours.tokens is None or _fingerprint(ours.tokens.refresh_token) == last:
-        return False  # nothing here, an API key, or what this machine last pulled or pushed
-    with fleet.locked(auth.lock_timeout):
-        held = fleet.read(force=True)
-        theirs = None if held is None else held.auth
-        if theirs == ours:
-            return False
-        if theirs is None or not _may_replace(theirs, ours, last):
-            raise CodexAuthError(
-                f"refusing to pull: {local.location} changed since this machine last pulled "
-                f"or pushed, and {fleet.location} does not hold what it replaced "
-                "(`codexauth push` sends it to the store; `pull --force` replaces it)"
-            )
-        fleet.save(ours)
-    _mark_fleet(local, fleet, ours)
-    print(
-        f"{_printable(local.location)} holds a later login than {_printable(fleet.location)} "
-        "(the Codex CLI here refreshed it): pushed it instead of pulling."
-    )
-    return True
-
-
-def _fleet_and_local(auth: CodexAuth, command: str) -> tuple[Store, FileStore]:
-    if isinstance(auth.store, FileStore):
-        raise CodexAuthError(
-            f"`{command}` copies a login between auth.json and a shared store: name one with "
-            f"--store or ${STORE_ENV_VAR} (a redis://, rediss:// or unix:// URL)"
-        )
-    return auth.store, FileStore(auth.codex_home)
-
-
-def _may_replace(theirs: AuthDotJson, ours: AuthDotJson, last: str | None) -> bool:
-    """The store holds what this machine last pulled or pushed, for the same account: the
-    Codex CLI here has refreshed since, and its tokens are the newer ones."""
-    if theirs.tokens is None or ours.tokens is None or last is None:
-        return False
-    same_account = _account(theirs.tokens) == _account(ours.tokens)
-    return same_account and _fingerprint(theirs.tokens.refresh_token) == last
-
-
-def _fleet_marks(local: FileStore) -> dict[str, str]:
-    """Per store: the refresh token (a digest) this machine last pulled or pushed."""
-    data = _read_sidecar(os.path.join(local.sidecar_dir(create=False), FLEET_FILE_NAME))
-    try:
-        marks = json.loads(data or b"{}")
-    except ValueError:
-        return {}
-    return (
-        {k: v for k, v in marks.items() if isinstance(v, str)} if isinstance(marks, dict) else {}
-    )
-
-
-def _mark_fleet(local: FileStore, fleet: Store, login: AuthDotJson) -> None:
-    if login.tokens is None:
-        return
-    marks = _fleet_marks(local)
-    marks[fleet.location] = _fingerprint(login.tokens.refresh_token)
-    path = os.path.join(local.sidecar_dir(create=True), FLEET_FILE_NAME)
-    _write_sidecar(path, json.dumps(marks).encode("utf-8"), local.owner())
 
 
 _COMMANDS: dict[str, Callable[[CodexAuth, Any], int]] = {
