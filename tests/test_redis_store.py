@@ -1458,3 +1458,168 @@ def test_holder_killed_at_its_connect_to_the_token_server_peers_wait_out_its_fli
     assert {fp(r.stdout.strip()) for r in results} == {issued(token_server)}
     # Waited at most the announced end (a margin for the POST and start-up), never ~34 s.
     assert ended < flight_end + 5.0, f"finished {ended - flight_end:.1f} s after the flight"
+
+
+# 14. What each of issue 17's mutants breaks (item 11) ###########################
+
+
+def test_logout_removes_the_login_not_the_lock_and_an_outbox_never_undoes_it(
+    fleet: Fleet, token_server: TokenServer, store: Any
+) -> None:
+    pushed_expired(fleet)
+    held = fleet.run(3, "--set", "REDIS_LOCK_IDLE_TTL=1", "--hold-and-die")
+    assert held.returncode == -signal.SIGKILL
+    wait_until(lambda: not store.exists(LOCK_KEY % "default"), "the dead holder's lock lapsed")
+
+    out = fleet.run(1, "logout")
+
+    assert out.returncode == 0, out.stderr
+    assert b"doc" not in fields(store) and b"logged_out" in fields(store)
+    missing = Ran(fleet.run(2, "token"))
+    assert missing.returncode == 3 and one_line(missing.stderr), missing.stderr
+    assert token_server.post_count == 0
+
+
+def test_the_lock_outlasts_a_request_longer_than_its_idle_ttl(
+    fleet: Fleet, token_server: TokenServer, store: Any
+) -> None:
+    pushed_expired(fleet)
+    token_server.delay = 2.5
+    holder = fleet.start(0, "--set", "REDIS_LOCK_IDLE_TTL=1", "--timeout", "5", "token")
+    wait_until(lambda: token_server.post_count == 1, "the request arrived")
+    time.sleep(1.5)  # past the idle TTL, inside the request
+    ttl = store.pttl(LOCK_KEY % "default")
+    code, _, err = reap(holder)
+
+    assert ttl > 1000, f"the lock was not extended over the request (pttl {ttl})"
+    assert code == 0, err[-300:]
+
+
+def test_a_peer_that_finished_while_we_queued_for_the_fleet_lock_frees_the_local_lock(
+    fleet: Fleet, token_server: TokenServer, store: Any
+) -> None:
+    pushed_expired(fleet)
+    import threading
+
+    # Machine 0 holds the fleet lock (announcing nothing) and commits a refresh 0.5 s later
+    # (in one thread: redis-py keeps the lock's owner token per thread).
+    write_auth_json(fleet.home(0), refresh="rt-9")
+    token_server.issue("rt-9")
+    newer = codexauth.load_auth_dot_json(fleet.home(0))
+    assert newer is not None and newer.tokens is not None
+    taken = threading.Event()
+    committed: list[bool] = []
+
+    def hold_then_commit() -> None:
+        holder = codexauth.RedisStore(fleet.url, fleet.home(0))
+        lock = holder.lock(5.0, lambda: False)
+        assert lock is not None
+        taken.set()
+        try:
+            time.sleep(0.5)
+            committed.append(holder.commit(codexauth._fingerprint("rt-0"), "acct-123", newer)[0])
+        finally:
+            lock.release()
+
+    timer = threading.Thread(target=hold_then_commit)
+    timer.start()
+    assert taken.wait(10)
+    try:
+        # Machine 1 queues for the fleet lock, then adopts what the holder committed.
+        auth = codexauth.CodexAuth(fleet.home(1), store=fleet.url, lock_timeout=10)
+        assert fp(auth.get_token()) == fp(newer.tokens.access_token)
+    finally:
+        timer.join(10)
+    assert committed == [True]
+    # Machine 1's own lock is free again, for this process and every other one.
+    again = codexauth.RedisStore(fleet.url, fleet.home(1)).lock(2.0, lambda: False)
+    assert again is not None
+    again.release()
+    assert token_server.post_count == 0
+
+
+def test_a_store_reads_what_it_just_wrote(fleet: Fleet, store: Any) -> None:
+    write_auth_json(fleet.home(0))
+    redis_store = codexauth.RedisStore(fleet.url, fleet.home(0))
+    first = codexauth.load_auth_dot_json(fleet.home(0))
+    assert first is not None
+    redis_store.save(first)
+    assert redis_store.read() is not None  # cached from here on
+    write_auth_json(fleet.home(0), refresh="rt-1")
+    second = codexauth.load_auth_dot_json(fleet.home(0))
+    assert second is not None and first.tokens is not None
+
+    assert redis_store.commit(codexauth._fingerprint("rt-0"), "acct-123", second)[0]
+    held = redis_store.read()
+    assert held is not None and held.auth.tokens is not None
+    assert fp(held.auth.tokens.refresh_token) == fp("rt-1")
+    redis_store.save(first)
+    held = redis_store.read()
+    assert held is not None and held.auth.tokens is not None
+    assert fp(held.auth.tokens.refresh_token) == fp("rt-0")
+
+
+def test_a_clock_hours_ahead_does_not_refresh_the_fleet_login_on_every_call(
+    fleet: Fleet, token_server: TokenServer
+) -> None:
+    pushed_expired(fleet)
+    ahead = lambda: time.time() + 2 * 3600  # noqa: E731  # this machine's clock, 2 h fast
+
+    for _ in range(4):  # new processes, as far as caches go
+        codexauth.CodexAuth(fleet.home(1), store=fleet.url, now=ahead).get_token()
+
+    assert token_server.post_count == 1
+
+
+def test_push_then_a_local_refresh_then_push_or_pull_adopts_it(
+    fleet: Fleet, token_server: TokenServer, store: Any
+) -> None:
+    write_auth_json(fleet.home(0))  # rt-0, an hour left
+    assert fleet.run(0, "push").returncode == 0  # its mark: rt-0
+    codex_refreshes(fleet, 0)
+
+    pushed = Ran(fleet.run(0, "push"))
+
+    assert pushed.returncode == 0, pushed.stderr
+    assert fp(stored_tokens(store)["refresh_token"]) == fp(stored(fleet.home(0))["refresh_token"])
+    codex_refreshes(fleet, 0)
+    pulled = Ran(fleet.run(0, "pull"))
+    assert pulled.returncode == 0 and "pushed it instead" in pulled.stdout, pulled.stderr
+    assert fp(stored_tokens(store)["refresh_token"]) == fp(stored(fleet.home(0))["refresh_token"])
+    assert fp(stored_tokens(store)["refresh_token"]) in valid(token_server)
+
+
+def test_push_and_pull_never_replace_the_fleet_login_with_another_accounts(
+    fleet: Fleet, token_server: TokenServer, store: Any
+) -> None:
+    write_auth_json(fleet.home(0))
+    assert fleet.run(0, "push").returncode == 0
+    assert fleet.run(1, "pull").returncode == 0  # machine 1's mark: rt-0, still stored
+    # Someone signs machine 1 in to another account.
+    other = id_token("o@example.com", account_id="acct-other")
+    write_auth_json(fleet.home(1), refresh="rt-other", account_id="acct-other", id_tok=other)
+    before = fields(store)
+
+    for command in ("push", "pull"):
+        refused = Ran(fleet.run(1, command))
+        assert refused.returncode == 1 and one_line(refused.stderr), (command, refused.stderr)
+        assert fields(store) == before, command
+    assert fp(stored(fleet.home(1))["refresh_token"]) == fp("rt-other")
+
+
+def test_marks_for_two_stores_on_one_machine_are_both_kept(
+    tmp_path: Path, token_server: TokenServer, redis_url: str, store: Any
+) -> None:
+    # One auth.json pushed to two namespaces (a primary and a spare, say).
+    a = Fleet(tmp_path, token_server, redis_url, namespace="a")
+    b = Fleet(tmp_path, token_server, redis_url, namespace="b")
+    write_auth_json(a.home(0))
+    assert a.run(0, "push").returncode == 0
+    assert b.run(0, "push").returncode == 0
+    codex_refreshes(a, 0)
+
+    for team, namespace in ((a, "a"), (b, "b")):
+        pushed = Ran(team.run(0, "push"))
+        assert pushed.returncode == 0, (namespace, pushed.stderr)
+        tokens = stored_tokens(store, namespace)
+        assert fp(tokens["refresh_token"]) == fp(stored(a.home(0))["refresh_token"]), namespace
