@@ -1501,8 +1501,8 @@ def test_a_peer_that_finished_while_we_queued_for_the_fleet_lock_frees_the_local
     pushed_expired(fleet)
     import threading
 
-    # Machine 0 holds the fleet lock (announcing nothing) and commits a refresh 0.5 s later
-    # (in one thread: redis-py keeps the lock's owner token per thread).
+    # Machine 0 holds the fleet lock (announcing nothing), commits a refresh 0.5 s later and
+    # holds the lock 1.5 s more (in one thread: redis-py keeps the lock's owner token per thread).
     write_auth_json(fleet.home(0), refresh="rt-9")
     token_server.issue("rt-9")
     newer = codexauth.load_auth_dot_json(fleet.home(0))
@@ -1518,6 +1518,7 @@ def test_a_peer_that_finished_while_we_queued_for_the_fleet_lock_frees_the_local
         try:
             time.sleep(0.5)
             committed.append(holder.commit(codexauth._fingerprint("rt-0"), "acct-123", newer)[0])
+            time.sleep(1.5)  # still held: the waiter sees the commit, not a free lock
         finally:
             lock.release()
 
