@@ -2434,6 +2434,7 @@ class CodexAuth:
         begin = start.auth.tokens
         url = _refresh_url()
         deadline = time.monotonic() + (self.lock_timeout if wait else 0.0)
+        first_wait = wait
         while True:
             snapshot, action, until, error = self._decide(begin, self._read())
             # POST and DEAD act under the lock; so does dropping an outbox a logout or a
@@ -2447,12 +2448,19 @@ class CodexAuth:
                     return action not in (_Action.POST, _Action.DEAD)
 
                 waited = time.monotonic()
-                lock = self.store.lock(max(deadline - waited, 0.0), decided_elsewhere)
+                # The whole lock_timeout for the first wait (a read's few ms are not worth
+                # "gave up after 0.488 s"), what is left of it for a later one.
+                left = self.lock_timeout if first_wait else deadline - waited
+                first_wait = False
+                lock = self.store.lock(max(left, 0.0), decided_elsewhere)
                 if lock is None:
+                    _log(_DEBUG, "refresh adopted from a peer after %.0f ms", _ms_since(waited))
                     continue  # read again, and decide on what the peer left
                 try:
                     _log(_DEBUG, "refresh lock taken after %.0f ms", _ms_since(waited))
                     snapshot, action, until, error = self._decide(begin, self._read_settled())
+                    if action is _Action.ADOPT:
+                        _log(_DEBUG, "refresh skipped: a peer already refreshed")
                     if action is _Action.POST:
                         assert snapshot is not None  # _decide said POST: a login is there
                         done = self._post_and_commit(snapshot, reason, url)
@@ -2467,7 +2475,6 @@ class CodexAuth:
                     lock.release()
             if action is _Action.ADOPT:
                 assert snapshot is not None and snapshot.auth.tokens is not None
-                _log(_DEBUG, "refresh skipped: adopted the tokens a peer stored")
                 return snapshot.auth.tokens
             if action is _Action.WAIT:
                 self._await_peer(snapshot, until, deadline)
