@@ -918,6 +918,11 @@ def _decide(
     return _Action.POST, 0.0, None
 
 
+if TYPE_CHECKING:  # pragma: no cover
+    # What CodexAuth decided, and on which snapshot: (snapshot, action, until, error).
+    _Decision = tuple[Union[_Snapshot, None], _Action, float, Union[RefreshTokenError, None]]
+
+
 class _OutboxRecord:
     """A refreshed login not yet known to be in the store: what it replaces, and itself."""
 
@@ -2434,40 +2439,27 @@ class CodexAuth:
         begin = start.auth.tokens
         url = _refresh_url()
         deadline = time.monotonic() + (self.lock_timeout if wait else 0.0)
+        # The whole lock_timeout for the first lock wait (a read's few ms are not worth
+        # "gave up after 0.488 s"), what is left of it for a later one.
+        patience = self.lock_timeout if wait else 0.0
         while True:
-            snapshot, action, until, error = self._decide(begin, self._read())
+            decision = self._decide(begin, self._read())
+            action = decision[1]
             # POST and DEAD act under the lock; so does dropping an outbox a logout or a
             # switch made stale, before "not yours" is said.
-            stale_outbox = action is _Action.OTHER and self.store.outbox.nearby()
-            if action in (_Action.POST, _Action.DEAD) or stale_outbox:
-
-                def decided_elsewhere() -> bool:
-                    # While the holder works: its result, a failure, or a wait to join.
-                    action = self._decide(begin, self._read(force=False))[1]
-                    return action not in (_Action.POST, _Action.DEAD)
-
-                waited = time.monotonic()
-                lock = self.store.lock(max(deadline - waited, 0.0), decided_elsewhere)
-                if lock is None:
-                    continue  # read again, and decide on what the peer left
-                try:
-                    _log(_DEBUG, "refresh lock taken after %.0f ms", _ms_since(waited))
-                    snapshot, action, until, error = self._decide(begin, self._read_settled())
-                    if action is _Action.POST:
-                        assert snapshot is not None  # _decide said POST: a login is there
-                        done = self._post_and_commit(snapshot, reason, url)
-                        if done is not None:
-                            return done
-                        continue  # answered "reused": wait for the peer that spent it
-                    if action is _Action.DEAD:
-                        assert snapshot is not None and snapshot.auth.tokens is not None
-                        spent = snapshot.auth.tokens.refresh_token
-                        self.store.record(spent, reason=RefreshTokenFailedReason.EXHAUSTED)
-                finally:
-                    lock.release()
+            if action in (_Action.POST, _Action.DEAD) or (
+                action is _Action.OTHER and self.store.outbox.nearby()
+            ):
+                done, locked = self._locked_step(begin, reason, url, patience)
+                patience = max(deadline - time.monotonic(), 0.0)
+                if done is not None:
+                    return done
+                if locked is None:
+                    continue  # decided elsewhere, or answered "reused": read again
+                decision = locked
+            snapshot, action, until, error = decision
             if action is _Action.ADOPT:
                 assert snapshot is not None and snapshot.auth.tokens is not None
-                _log(_DEBUG, "refresh skipped: adopted the tokens a peer stored")
                 return snapshot.auth.tokens
             if action is _Action.WAIT:
                 self._await_peer(snapshot, until, deadline)
@@ -2476,9 +2468,45 @@ class CodexAuth:
             _log(_DEBUG, "refresh not done: %s", error)
             raise error
 
-    def _decide(
-        self, begin: TokenData, read: tuple[_Snapshot | None, _SharedState]
-    ) -> tuple[_Snapshot | None, _Action, float, RefreshTokenError | None]:
+    def _locked_step(
+        self, begin: TokenData, reason: str, url: str, timeout: float
+    ) -> tuple[TokenData | None, _Decision | None]:
+        """Take the lock, read and settle, decide again; POST, or record a dead login.
+
+        (tokens, None): refreshed.  (None, None): read again (a peer's outcome ended
+        the lock wait, or the answer was "reused").  (None, decision): act on it.
+        """
+
+        def decided_elsewhere() -> bool:
+            # While the holder works: its result, a failure, or a wait to join.
+            return self._decide(begin, self._read(force=False))[1] not in (
+                _Action.POST,
+                _Action.DEAD,
+            )
+
+        waited = time.monotonic()
+        lock = self.store.lock(timeout, decided_elsewhere)
+        if lock is None:
+            _log(_DEBUG, "refresh adopted from a peer after %.0f ms", _ms_since(waited))
+            return None, None
+        try:
+            _log(_DEBUG, "refresh lock taken after %.0f ms", _ms_since(waited))
+            decision = self._decide(begin, self._read_settled())
+            snapshot, action = decision[:2]
+            if action is _Action.ADOPT:
+                _log(_DEBUG, "refresh skipped: a peer already refreshed")
+            elif action is _Action.POST:
+                assert snapshot is not None  # _decide said POST: a login is there
+                return self._post_and_commit(snapshot, reason, url), None
+            elif action is _Action.DEAD:
+                assert snapshot is not None and snapshot.auth.tokens is not None
+                spent = snapshot.auth.tokens.refresh_token
+                self.store.record(spent, reason=RefreshTokenFailedReason.EXHAUSTED)
+            return None, decision
+        finally:
+            lock.release()
+
+    def _decide(self, begin: TokenData, read: tuple[_Snapshot | None, _SharedState]) -> _Decision:
         """_decide() over one read, with the snapshot it was made on."""
         snapshot, state = read
         current = _chatgpt_tokens(snapshot)
@@ -2583,6 +2611,11 @@ class CodexAuth:
             self.store.outbox.put(record)  # first: the answer is the only copy until then
             _log(_DEBUG, "refresh succeeded; storing it in %s", self.store.location)
             self._snapshot = self._commit(record, None)
+        in_force = _chatgpt_tokens(self._snapshot)
+        if in_force is None or _account(in_force) != _account(tokens):
+            # A logout or a switch landed during the request: it won, and these tokens
+            # belong to a login that is gone.
+            raise PermanentRefreshError(RefreshTokenFailedReason.OTHER, ACCOUNT_CHANGED_MESSAGE)
         if skew is not None and skew != self.store.clock_skew():
             self.store.record_clock_skew(skew)
         if not usable.still_valid:

@@ -23,7 +23,8 @@ as a long-lived process has its store's client already; the refresher imports re
 it, as codexauth does. Each prints one JSON line: its exit code, when it returned, a
 fingerprint of its token (never the token), and when codexauth logged the steps named in
 STEPS (the log's format strings only, never their arguments). The refresher's "refresh
-succeeded; writing" is the commit marker: the commit is the one Redis command after it.
+succeeded; storing it" is the commit marker (logged once its outbox is written): the commit
+is the one Redis command after it.
 Needs redis-py and redis-server; nothing leaves 127.0.0.1.
 """
 
@@ -68,7 +69,7 @@ PRE_IMPORT = "import redis"  # the store's client: a long-lived process has it a
 # codexauth's debug lines, by format string, and the name each step gets here.
 STEPS = {
     "refresh started: POST %s": "posted",
-    "refresh succeeded; writing %s": "answered",
+    "refresh succeeded; storing it in %s": "answered",
     "refresh adopted from a peer after %.0f ms": "adopted",
     "refresh skipped: a peer already refreshed": "skipped",
 }
@@ -471,7 +472,7 @@ def wake_up(herds: dict[tuple[int, int], list[Race]]) -> list[str]:
             )
     out.append(f"   target <= {TARGET_WAKE_MS:g} ms: " + "; ".join(verdicts))
     out.append(
-        "   commit: the refresher's 'refresh succeeded; writing' log line, one Redis command"
+        "   commit: the refresher's 'refresh succeeded; storing it' log line, then its outbox and one Redis command"
         " before it;\n   noticing: its 'adopted from a peer' or 'skipped: a peer already"
         " refreshed' line"
     )
