@@ -1287,12 +1287,10 @@ def _write_sidecar(path: str, data: bytes, like: os.stat_result | None) -> None:
         raise AuthFileError(path, f"cannot write: {exc.strerror or exc}") from None
 
 
-def _read_sidecar(path: str, limit: int = 1 << 16, *, follow: bool = False) -> bytes | None:
-    """A sidecar's bytes; None if absent or not a regular file (nor, unless `follow`,
-    a symlink: ours are never links, and one planted there is not followed)."""
+def _read_sidecar(path: str, limit: int = 1 << 16) -> bytes | None:
+    """A sidecar's bytes; None if absent or not a regular file of ours."""
     try:
-        flags = os.O_RDONLY | (0 if follow else _O_NOFOLLOW)
-        with os.fdopen(_open_regular(path, flags), "rb") as f:
+        with os.fdopen(_open_regular(path, os.O_RDONLY | _O_NOFOLLOW), "rb") as f:
             return f.read(limit)
     except OSError:
         return None
@@ -3019,8 +3017,17 @@ def _read_codex_store_setting(codex_home: str) -> tuple[str, bool, str]:
     config that names one of the two settings: a warm start stays cheap.
     """
     path = os.path.join(codex_home, CONFIG_FILE_NAME)
-    # Followed if a symlink, as Codex reads it (dotfiles managers link it); never a FIFO.
-    data = _read_sidecar(path, MAX_AUTH_FILE_BYTES, follow=True)
+    # Followed if a symlink, as Codex reads it (dotfiles managers link it).  Anything
+    # but a missing file or a regular one is refused, as Codex refuses it: a FIFO must
+    # not hang us, and a directory is no config.
+    try:
+        with os.fdopen(_open_regular(path, os.O_RDONLY), "rb") as f:
+            data = f.read(MAX_AUTH_FILE_BYTES)
+    except FileNotFoundError:
+        data = b""
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CodexAuthError(f"{path}: cannot read Codex's config: {reason}") from None
     if not data or (
         b"cli_auth_credentials_store" not in data and b"secret_auth_storage" not in data
     ):
@@ -3097,6 +3104,8 @@ class KeyringStore(Store):
     and writes the entry (not run here: see README).  Refreshes still take
     auth.lock in CODEX_HOME, which the Codex CLI takes too.
     """
+
+    poll_interval = 0.1  # each look is a D-Bus round trip
 
     def __init__(self, codex_home: StrPath | None = None) -> None:
         self.local = FileStore(codex_home)  # the lock, the shared state and the outbox
@@ -3248,7 +3257,9 @@ class KeyringStore(Store):
         return self._snapshot
 
     def read_with_state(self, *, force: bool = True) -> tuple[_Snapshot | None, _SharedState]:
-        return self.read(force=force), self.local.local_state()
+        # Always a round trip: a waiter must see a lockless peer's write, and nothing
+        # cheaper tells whether the entry changed (a file has stat()).
+        return self.read(force=True), self.local.local_state()
 
     def lock(self, timeout: float, done_elsewhere: Callable[[], bool]) -> _RefreshLock | None:
         return self.local.lock(timeout, done_elsewhere)
