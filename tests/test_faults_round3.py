@@ -17,17 +17,23 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import children.codex_like_peer as codex_peer
 import pytest
 from secret_service import CODEX_SERVICE, SecretService, SecretServiceUnavailableError, store_key
 from support import (
+    Racers,
     TokenServer,
     access_token,
     file_digest,
     fp,
     py_env,
     read_doc,
+    run_py,
+    stored,
     write_auth_json,
 )
+
+import codexauth
 
 CHILD_TIMEOUT = 30.0
 KEYRING_OUTBOX = "codexauth-outbox-keyring.json"
@@ -194,3 +200,148 @@ def test_a_keyring_lost_during_the_post_keeps_the_new_login_in_the_outbox(
     assert fp(tokens["access_token"]) == fp(issued["access_token"])
     assert not (codex_home / KEYRING_OUTBOX).exists()
     assert file_digest(codex_home / "auth.json") == leftover
+
+
+# A lockless peer whose write lands late (item 7) ##############################
+
+
+def herd(codex_home: Path, server: TokenServer, *args: str) -> Racers:
+    """HERD ``codexauth token`` processes at the barrier (release them yourself)."""
+    racers = Racers(py_env(codex_home, server.url))
+    for _ in range(HERD):
+        racers.spawn([*args, "token"])
+    racers.wait_ready()
+    return racers
+
+
+def reused_answered(server: TokenServer) -> bool:
+    return "401 refresh_token_reused" in server.redacted_log()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("style", ["flock-rename", "truncate"], ids=["codex-0.171", "older"])
+def test_a_peer_that_writes_late_makes_no_login_dead(
+    codex_home: Path, token_server: TokenServer, style: str
+) -> None:
+    expire(codex_home)
+    start = read_doc(codex_home / "auth.json")
+    token_server.delay = 0.2
+    # The peer (children/codex_like_peer.py, as the Codex CLI does) spends rt-0 holding no
+    # lock; its answer is in its memory, not yet in auth.json.
+    peer = codex_peer.refresh(token_server.url, "rt-0")
+    with herd(codex_home, token_server) as racers:
+        racers.release()
+        wait_until(lambda: reused_answered(token_server))
+        answered = time.monotonic()
+        time.sleep(PEER_LATE)
+        codex_peer.write_tokens(codex_home / "auth.json", peer, doc=start, style=style)
+        written = time.monotonic()
+        results = racers.finish(timeout=CHILD_TIMEOUT)
+        done = time.monotonic()
+
+    codes = [r.returncode for r in results]
+    assert codes == [0] * HERD, [r.stderr[-300:] for r in results]
+    assert {fp(r.stdout.strip()) for r in results} == {fp(peer["access_token"])}
+    tokens = stored(codex_home)
+    assert fp(tokens["access_token"]) == fp(peer["access_token"])  # the peer's login stays
+    assert fp(tokens["refresh_token"]) == fp(peer["refresh_token"])
+    assert tokens["refresh_token"] in token_server.valid
+    # The peer's request and one of ours; the other seven waited on what that one recorded.
+    assert token_server.redacted_log() == ["200", "401 refresh_token_reused"]
+    assert written - answered >= PEER_LATE
+    assert done - written < codexauth.REUSE_WINDOW - PEER_LATE  # woken by the write itself
+
+    # A herd started after the peer's write: a reuse recorded about rt-0 says nothing about
+    # the peer's refresh token.  First on the login as the peer left it...
+    with herd(codex_home, token_server) as racers:
+        racers.release()
+        results = racers.finish(timeout=CHILD_TIMEOUT)
+    assert [r.returncode for r in results] == [0] * HERD, [r.stderr[-300:] for r in results]
+    assert {fp(r.stdout.strip()) for r in results} == {fp(peer["access_token"])}
+    assert token_server.post_count == 2
+
+    # ...then once its access token has expired: one refresh of the peer's refresh token.
+    expire(codex_home, peer["refresh_token"])
+    with herd(codex_home, token_server) as racers:
+        racers.release()
+        results = racers.finish(timeout=CHILD_TIMEOUT)
+    assert [r.returncode for r in results] == [0] * HERD, [r.stderr[-300:] for r in results]
+    issued = token_server.last_issued
+    assert issued is not None
+    assert {fp(r.stdout.strip()) for r in results} == {fp(issued["access_token"])}
+    assert token_server.redacted_log() == ["200", "401 refresh_token_reused", "200"]
+    assert posted(token_server)[-1] == fp(peer["refresh_token"])
+
+
+# A reuse that no write follows (REUSE_WINDOW) ##################################
+
+# codexauth's command with REUSE_WINDOW shortened, so the verdict comes in a second.
+SHORT_WINDOW_CLI = (
+    "import sys, codexauth; "
+    f"codexauth.REUSE_WINDOW = {SHORT_WINDOW!r}; "
+    "sys.exit(codexauth.main(sys.argv[1:]))"
+)
+
+
+def test_a_reuse_nobody_writes_is_dead_only_after_the_window(
+    codex_home: Path, token_server: TokenServer
+) -> None:
+    expire(codex_home)
+    codex_peer.refresh(token_server.url, "rt-0")  # a peer spends rt-0 and never writes
+    before = file_digest(codex_home / "auth.json")
+
+    began = time.monotonic()
+    result = run_py(["-c", SHORT_WINDOW_CLI, "token"], codex_home=codex_home)
+    took = time.monotonic() - began
+
+    assert result.returncode == 4, result.stderr
+    [line] = lines(result.stderr)
+    assert "already used" in line
+    assert took >= SHORT_WINDOW
+    assert token_server.redacted_log() == ["200", "401 refresh_token_reused"]
+    assert file_digest(codex_home / "auth.json") == before
+    # The verdict is remembered for rt-0: the next run says it at once, with no request.
+    again = run_py(["-c", SHORT_WINDOW_CLI, "token"], codex_home=codex_home)
+    assert again.returncode == 4 and "already used" in again.stderr
+    assert token_server.post_count == 2
+
+
+@pytest.mark.slow
+def test_the_shipped_reuse_window_is_waited_in_full(
+    codex_home: Path, token_server: TokenServer
+) -> None:
+    expire(codex_home)
+    codex_peer.refresh(token_server.url, "rt-0")
+
+    began = time.monotonic()
+    result = run_py(["-m", "codexauth", "token"], codex_home=codex_home)
+    took = time.monotonic() - began
+
+    assert result.returncode == 4, result.stderr
+    assert took >= codexauth.REUSE_WINDOW
+    assert token_server.post_count == 2
+
+
+def test_a_lock_timeout_shorter_than_the_window_is_transient(
+    codex_home: Path, token_server: TokenServer
+) -> None:
+    expire(codex_home)
+    codex_peer.refresh(token_server.url, "rt-0")
+
+    began = time.monotonic()
+    result = run_py(["-m", "codexauth", "--lock-timeout", "1", "token"], codex_home=codex_home)
+    took = time.monotonic() - began
+
+    assert result.returncode == 5, result.stderr
+    [line] = lines(result.stderr)
+    assert "another program spent the refresh token and its result has not arrived yet" in line
+    assert 1.0 <= took < codexauth.REUSE_WINDOW
+    assert token_server.post_count == 2
+    # Nothing was concluded: the peer's write, landing now, is simply used.
+    peer = token_server.last_issued
+    assert peer is not None
+    write_auth_json(codex_home, access=peer["access_token"], refresh=peer["refresh_token"])
+    after = run_py(["-m", "codexauth", "token"], codex_home=codex_home)
+    assert after.returncode == 0, after.stderr
+    assert fp(after.stdout.strip()) == fp(peer["access_token"])
+    assert token_server.post_count == 2
