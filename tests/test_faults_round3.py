@@ -11,6 +11,7 @@ this process. Tokens are compared through fp() only.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from typing import Any, Callable
 
 import children.codex_like_peer as codex_peer
 import pytest
+from codex_cli import login_status
 from secret_service import CODEX_SERVICE, SecretService, SecretServiceUnavailableError, store_key
 from support import (
     Racers,
@@ -39,6 +41,7 @@ CHILD_TIMEOUT = 30.0
 KEYRING_OUTBOX = "codexauth-outbox-keyring.json"
 HERD = 8
 PEER_LATE = 3.5  # seconds from our "reused" answer to the lockless peer's write (issue 15)
+KEYRING_CONFIG = 'cli_auth_credentials_store = "keyring"\n'  # config.toml, as Codex reads it
 SHORT_WINDOW = 1.0  # REUSE_WINDOW in the children that patch it
 
 
@@ -66,9 +69,7 @@ def posted(server: TokenServer) -> list[str | None]:
 
 
 def use_keyring(codex_home: Path) -> None:
-    (codex_home / "config.toml").write_text(
-        'cli_auth_credentials_store = "keyring"\n', encoding="utf-8"
-    )
+    (codex_home / "config.toml").write_text(KEYRING_CONFIG, encoding="utf-8")
 
 
 def keyring_login(service: SecretService, codex_home: Path, tmp_path: Path, **kwargs: Any) -> str:
@@ -345,3 +346,99 @@ def test_a_lock_timeout_shorter_than_the_window_is_transient(
     assert after.returncode == 0, after.stderr
     assert fp(after.stdout.strip()) == fp(peer["access_token"])
     assert token_server.post_count == 2
+
+
+# A symlinked config.toml, and special files there (item 8) ####################
+
+
+def link_config(codex_home: Path, tmp_path: Path, text: str, *, relative: bool) -> Path:
+    """config.toml as a dotfiles manager lays it out: a symlink into a dotfiles tree."""
+    dotfiles = tmp_path / "dotfiles" / "codex"
+    dotfiles.mkdir(parents=True)
+    target = dotfiles / "config.toml"
+    target.write_text(text, encoding="utf-8")
+    link = codex_home / "config.toml"
+    link.symlink_to(os.path.relpath(target, codex_home) if relative else target)
+    return link
+
+
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute-link", "relative-link"])
+def test_a_symlinked_config_toml_is_followed_to_the_keyring(
+    secret_service: SecretService,
+    codex_home: Path,
+    token_server: TokenServer,
+    tmp_path: Path,
+    relative: bool,
+) -> None:
+    link_config(codex_home, tmp_path, KEYRING_CONFIG, relative=relative)
+    # A leftover auth.json, expired too, whose refresh token the server would still take.
+    token_server.issue("rt-leftover")
+    expire(codex_home, "rt-leftover")
+    leftover = file_digest(codex_home / "auth.json")
+    item = keyring_login(secret_service, codex_home, tmp_path, access_exp=time.time() - 60)
+
+    result = finish(keyring_cli(codex_home, secret_service, token_server, "token"))
+
+    assert result.returncode == 0, result.stderr
+    issued = token_server.last_issued
+    assert issued is not None
+    assert fp(result.stdout.strip()) == fp(issued["access_token"])
+    assert posted(token_server) == [fp("rt-0")]  # the keyring's, never the leftover's
+    assert fp(keyring_tokens(secret_service, item)["refresh_token"]) == fp(issued["refresh_token"])
+    assert file_digest(codex_home / "auth.json") == leftover
+    status = finish(keyring_cli(codex_home, secret_service, token_server, "status", "--json"))
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["store"] == "keyring"
+
+
+def test_the_codex_cli_follows_a_symlinked_config_toml_too(
+    secret_service: SecretService, codex_home: Path, tmp_path: Path, codex_bin: Path
+) -> None:
+    # The premise, checked with the real binary: an API key in auth.json, a ChatGPT login in
+    # the keyring; which one Codex reports says which config it read.
+    link_config(codex_home, tmp_path, KEYRING_CONFIG, relative=True)
+    write_auth_json(codex_home, tokens=False, api_key="sk-leftover")
+    keyring_login(secret_service, codex_home, tmp_path)
+
+    status = login_status(codex_bin, codex_home, env=secret_service.client_env)
+    ours = run_py(
+        ["-m", "codexauth", "status", "--json"],
+        codex_home=codex_home,
+        env={"CODEXAUTH_STORE": None, **secret_service.client_env},
+    )
+
+    says_chatgpt = "Logged in using ChatGPT" in status.stdout + status.stderr
+    assert (status.returncode, says_chatgpt) == (0, True)
+    assert ours.returncode == 0, ours.stderr
+    assert json.loads(ours.stdout)["store"] == "keyring"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("kind", ["fifo", "link-to-fifo", "link-to-device"])
+def test_a_special_file_at_config_toml_never_hangs(
+    codex_home: Path, tmp_path: Path, kind: str
+) -> None:
+    config = codex_home / "config.toml"
+    if kind == "fifo":
+        os.mkfifo(config, 0o600)
+    elif kind == "link-to-fifo":
+        os.mkfifo(tmp_path / "fifo", 0o600)
+        config.symlink_to(tmp_path / "fifo")
+    else:
+        config.symlink_to("/dev/zero")  # read to its end, it never ends
+    write_auth_json(codex_home, access="fresh-access")
+
+    result = run_py(
+        ["-m", "codexauth", "token"],
+        codex_home=codex_home,
+        env={"CODEXAUTH_STORE": None},
+        timeout=10,
+    )
+
+    # Ignored (auth.json, as when there is no config) or refused in one line naming it.
+    if result.returncode == 0:
+        assert fp(result.stdout.strip()) == fp("fresh-access")
+    else:
+        assert result.returncode == 1
+        [line] = lines(result.stderr)
+        assert "config.toml" in line
