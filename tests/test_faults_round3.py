@@ -10,8 +10,10 @@ this process. Tokens are compared through fp() only.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -20,10 +22,11 @@ from typing import Any, Callable
 
 import children.codex_like_peer as codex_peer
 import pytest
-from codex_cli import login_status
+from codex_cli import AppServer, login_status
 from secret_service import CODEX_SERVICE, SecretService, SecretServiceUnavailableError, store_key
 from support import (
     Racers,
+    RawServer,
     TokenServer,
     access_token,
     file_digest,
@@ -442,3 +445,98 @@ def test_a_special_file_at_config_toml_never_hangs(
         assert result.returncode == 1
         [line] = lines(result.stderr)
         assert "config.toml" in line
+
+
+# The real Codex CLI 0.171 as the late peer ####################################
+
+CODEX_USER_AGENT = "codex_cli_rs/"  # how Codex 0.171's requests name themselves
+
+
+class LateProxy(RawServer):
+    """Forwards each token request to `target` at once (so the refresh token is spent), then
+    holds the answer back until `hold()` turns true and `late` seconds more: a slow link on
+    the way back to a lockless peer."""
+
+    def __init__(self, target: int, hold: Callable[[], bool], late: float) -> None:
+        self.target, self.hold, self.late = target, hold, late
+        self.released: list[float] = []  # when each held answer was sent (time.monotonic)
+        super().__init__()
+
+    def answer(self, conn: socket.socket) -> None:
+        conn.settimeout(CHILD_TIMEOUT)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        request_line, *header_lines = head.decode("latin-1").split("\r\n")
+        method, path, _ = request_line.split(" ", 2)
+        headers = dict(line.split(": ", 1) for line in header_lines if ": " in line)
+        headers = {k.lower(): v for k, v in headers.items()}
+        length = int(headers.get("content-length", "0"))
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            body += chunk
+        upstream = http.client.HTTPConnection("127.0.0.1", self.target, timeout=CHILD_TIMEOUT)
+        forwarded = {k: headers[k] for k in ("content-type", "user-agent") if k in headers}
+        upstream.request(method, path, body=body, headers=forwarded)
+        response = upstream.getresponse()
+        payload, status = response.read(), response.status
+        ctype = response.getheader("Content-Type", "application/json")
+        upstream.close()
+        deadline = time.monotonic() + CHILD_TIMEOUT
+        while not self.hold() and time.monotonic() < deadline:
+            if self.stopping.wait(0.005):
+                return
+        if self.stopping.wait(self.late):
+            return
+        conn.sendall(
+            f"HTTP/1.1 {status} {http.client.responses.get(status, '')}\r\n"
+            f"Content-Type: {ctype}\r\nContent-Length: {len(payload)}\r\n"
+            "Connection: close\r\n\r\n".encode("latin-1")
+            + payload
+        )
+        self.released.append(time.monotonic())
+
+
+@pytest.mark.slow
+def test_the_real_codex_cli_answered_late_makes_no_login_dead(
+    codex_home: Path, token_server: TokenServer, codex_bin: Path
+) -> None:
+    expire(codex_home)
+    proxy = LateProxy(token_server.port, lambda: reused_answered(token_server), PEER_LATE)
+    app_server = AppServer(codex_bin, codex_home, f"http://127.0.0.1:{proxy.port}/oauth/token")
+    try:
+        with herd(codex_home, token_server) as racers:
+            # Codex refreshes its expired login as it starts, holding no lock: rt-0 is spent
+            # at once, its answer comes back PEER_LATE after ours was answered "reused".
+            app_server.start()
+            wait_until(lambda: token_server.post_count == 1, timeout=CHILD_TIMEOUT)
+            codex_answer = token_server.last_issued
+            racers.release()
+            results = racers.finish(timeout=CHILD_TIMEOUT)
+            finished = time.monotonic()
+        app_server.initialize()  # its start-up refresh is over, written or dropped
+        app_server.account_read(refresh_token=False)
+        with herd(codex_home, token_server) as racers:  # started after Codex's write
+            racers.release()
+            later = racers.finish(timeout=CHILD_TIMEOUT)
+    finally:
+        app_server.stop()
+        proxy.close()
+
+    assert codex_answer is not None
+    assert token_server.user_agents[0].startswith(CODEX_USER_AGENT)
+    assert token_server.redacted_log() == ["200", "401 refresh_token_reused"]
+    assert len(proxy.released) == 1 and finished > proxy.released[0]  # it really was late
+    codes = [r.returncode for r in results + later]
+    assert codes == [0] * 2 * HERD, [r.stderr[-300:] for r in results + later]
+    tokens = stored(codex_home)  # Codex's login, written by Codex
+    assert fp(tokens["access_token"]) == fp(codex_answer["access_token"])
+    assert fp(tokens["refresh_token"]) == fp(codex_answer["refresh_token"])
+    printed = {fp(r.stdout.strip()) for r in results + later}
+    assert printed == {fp(codex_answer["access_token"])}
