@@ -277,6 +277,35 @@ def test_a_peer_that_writes_late_makes_no_login_dead(
     assert posted(token_server)[-1] == fp(peer["refresh_token"])
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: KeyringStore.read_with_state(force=False) answers from its memory, so "
+    "_await_peer never sees a peer's write to the keyring before REUSE_WINDOW ends",
+)
+def test_a_keyring_waiter_wakes_on_the_peers_write(
+    secret_service: SecretService, codex_home: Path, token_server: TokenServer, tmp_path: Path
+) -> None:
+    use_keyring(codex_home)
+    item = keyring_login(secret_service, codex_home, tmp_path, access_exp=time.time() - 60)
+    peer = codex_peer.refresh(
+        token_server.url, "rt-0"
+    )  # a lockless peer, as Codex in keyring mode
+    waiter = keyring_cli(codex_home, secret_service, token_server, "--lock-timeout", "5", "token")
+    wait_until(lambda: reused_answered(token_server))
+    time.sleep(0.5)
+    doc = json.loads(secret_service.secret(item))
+    doc["tokens"].update(peer)
+    secret_service.set_secret(item, json.dumps(doc, separators=(",", ":")))
+    written = time.monotonic()
+
+    result = finish(waiter)
+
+    assert result.returncode == 0, lines(result.stderr)
+    assert fp(result.stdout.strip()) == fp(peer["access_token"])
+    assert time.monotonic() - written < 3.0  # woken by the write, not by the window's end
+    assert token_server.redacted_log() == ["200", "401 refresh_token_reused"]
+
+
 # A reuse that no write follows (REUSE_WINDOW) ##################################
 
 # codexauth's command with REUSE_WINDOW shortened, so the verdict comes in a second.
