@@ -995,8 +995,10 @@ class Store:
         """The login and the shared state, in one consistent read."""
         raise NotImplementedError
 
-    def begin_request(self, refresh_token: str, seconds: float) -> None:
-        """Just before a refresh request that may take `seconds`, under the lock.
+    def begin_request(self, stored: str, seconds: float) -> None:
+        """Just before a refresh request that may take `seconds`, under the lock; `stored`
+        is the fingerprint of the refresh token the store holds (an outbox's login
+        spends a later one).
 
         A store whose lock can lapse mid-request (a TTL) must keep it for that
         long, and tell peers, so that nobody spends the same token meanwhile.
@@ -2571,9 +2573,10 @@ class CodexAuth:
         tokens = old.tokens
         assert tokens is not None
         refresh_token = tokens.refresh_token
+        spent = snapshot.replaces or _fingerprint(refresh_token)  # what the store holds
         self.store.check_writable()
         self.store.outbox.prepare()  # all but the write itself, before the answer exists
-        self.store.begin_request(refresh_token, self.timeout)
+        self.store.begin_request(spent, self.timeout)
         _log(_DEBUG, "refresh started: POST %s", url)
         try:
             fields = _post_refresh(url, refresh_token, self.timeout, self._session, reason=reason)
@@ -2603,7 +2606,6 @@ class CodexAuth:
         usable = _freshness(_jwt_expiry(refreshed.access_token), None, now - known_skew)
         if not usable.still_valid:
             new.last_refresh = old.last_refresh
-        spent = snapshot.replaces or _fingerprint(refresh_token)  # what the store holds
         record = _OutboxRecord(spent, _account(tokens), new)
         with _interrupts_deferred():
             self.store.outbox.put(record)  # first: the answer is the only copy until then
@@ -3609,11 +3611,11 @@ class RedisStore(Store):
         name = f".codexauth-fleet-{_fingerprint(self.location)}.lock"
         return _RefreshLock(os.path.join(directory, name), "", self.local.owner())
 
-    def begin_request(self, refresh_token: str, seconds: float) -> None:
+    def begin_request(self, stored: str, seconds: float) -> None:
         """Announce the request and make the lock outlast it, in one step fenced by our
         ownership of the lock and the stored token: a holder whose lock lapsed sends nothing."""
         flight = seconds + REDIS_LOCK_MARGIN + REDIS_FLIGHT_GRACE
-        fingerprint = _fingerprint(refresh_token)
+        fingerprint = stored
         state = _SharedState(fingerprint, sent_until=time.time() + flight).to_json()
         ttl = int((seconds + REDIS_LOCK_MARGIN) * 1000)
         args = [self._owner_token, fingerprint, state, ttl]
