@@ -283,6 +283,47 @@ def test_an_object_holding_the_old_login_adopts_a_peers_refresh_with_no_request(
     assert fp(token) == fp(b_token) == issued(token_server)[0]
 
 
+def test_a_peers_expired_tokens_are_not_adopted_but_refreshed_from_its_refresh_token(
+    store: Stores, token_server: TokenServer
+) -> None:
+    store.seed(login())
+    a = store.auth()
+    a.get_token_data()  # a holds rt-0
+    token_server.issue("rt-peer")
+    store.seed(login("rt-peer", expires_in=-60.0))  # a peer's pair, already expired
+
+    token = a.refresh_token()
+
+    assert token_server.post_count == 1
+    assert [fp(r["refresh_token"]) for r in token_server.requests] == [fp("rt-peer")]
+    assert fp(token) == issued(token_server)[0]
+    assert pair(store.held()) == issued(token_server)
+
+
+def test_another_account_in_the_store_is_neither_refreshed_nor_adopted(
+    store: Stores, token_server: TokenServer
+) -> None:
+    store.seed(login())
+    a = store.auth()
+    a.get_token_data()  # a holds acct-123's login
+    other = login("rt-other", expires_in=3600.0)
+    assert other.tokens is not None
+    other.tokens = TokenData(
+        parse_id_token(id_token(account_id="acct-other")),
+        other.tokens.access_token,
+        "rt-other",
+        "acct-other",
+    )
+    store.seed(other)  # a switch: `codex login` with another workspace
+
+    with pytest.raises(PermanentRefreshError) as raised:
+        a.refresh_token()
+
+    assert raised.value.reason is RefreshTokenFailedReason.OTHER
+    assert token_server.post_count == 0
+    assert refresh_of(store.held()) == fp("rt-other")
+
+
 def test_a_permanent_failure_is_remembered_until_a_new_login(
     store: Stores, token_server: TokenServer
 ) -> None:
