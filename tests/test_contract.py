@@ -503,6 +503,22 @@ def test_an_outbox_left_behind_never_undoes_a_logout(
     assert store().outbox.load() is None
 
 
+def test_logout_with_an_outbox_waiting_revokes_the_live_token_and_drops_both(
+    store: Stores, token_server: TokenServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.seed(login())
+    a = store.auth()
+    lose_the_commit(a.store, monkeypatch)
+    a.get_token()
+
+    assert store.auth().logout() is True
+
+    assert [fp(r["token"]) for r in token_server.revoke_requests] == [issued(token_server)[1]]
+    assert token_server.post_count == 1
+    assert store.held() is None
+    assert store().outbox.load() is None
+
+
 def test_refreshing_a_login_that_waits_in_the_outbox_keys_its_commit_on_the_stored_token(
     store: Stores,
     token_server: TokenServer,
