@@ -365,16 +365,8 @@ def test_a_transient_failure_backs_off_for_every_object_then_is_retried(
 
 
 def test_reused_beside_a_lockless_peer_waits_for_its_write_and_adopts_it(
-    store: Stores, token_server: TokenServer, request: pytest.FixtureRequest
+    store: Stores, token_server: TokenServer
 ) -> None:
-    if store.kind == "keyring":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="KeyringStore.read_with_state(force=False) answers from its cache, so "
-                "CodexAuth._await_peer never sees the peer's write and waits out REUSE_WINDOW",
-            )
-        )
     store.seed(login())
     peer_login = spend(token_server, "rt-0")  # the peer's request came first
     written = threading.Event()
@@ -520,21 +512,10 @@ def test_logout_with_an_outbox_waiting_revokes_the_live_token_and_drops_both(
 
 
 def test_refreshing_a_login_that_waits_in_the_outbox_keys_its_commit_on_the_stored_token(
-    store: Stores,
-    token_server: TokenServer,
-    monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
+    store: Stores, token_server: TokenServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The store still holds rt-0 while rt-1 waits in the outbox: refreshing rt-1 spends it,
     and rt-2 replaces rt-0 in the store (issue 15 item 4)."""
-    if store.kind == "redis":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="RedisStore.begin_request fences on fp(rt-1), the outbox's token, while "
-                "the store holds rt-0: LockTimeoutError 'lost the fleet lock', nothing sent",
-            )
-        )
     store.seed(login())
     a = store.auth()
     lose_the_commit(a.store, monkeypatch, times=2)  # the outbox's own commit fails too
