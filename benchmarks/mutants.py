@@ -43,6 +43,7 @@ REFRESH = "tests/test_refresh.py"
 FAULTS = "tests/test_faults.py"
 KILLS = "tests/test_kill_points.py"
 ROUND3 = "tests/test_mutants_round3.py"
+DECIDE = "-k decide or settle"  # the decision and settle tables, in test_parsing.py
 
 MUTANTS = [
     # _decide: the protocol's one decision ####################################
@@ -51,63 +52,63 @@ MUTANTS = [
         "_decide: no account check (another account's tokens adopted or refreshed)",
         "if current is None or expected is None or _account(current) != expected:",
         "if current is None:",
-        [f"{PARSING}::test_decide"],
+        [PARSING, DECIDE],
     ),
     Mutant(
         "D2",
         "_decide: state trusted about a token no longer stored (no fingerprint comparison)",
         "if state.fingerprint != _fingerprint(current.refresh_token):",
         "if not state.fingerprint:",
-        [f"{PARSING}::test_decide"],
+        [PARSING, DECIDE],
     ),
     Mutant(
         "D3",
         "_decide: DEAD before the reuse window ends (no wait for a lockless peer)",
         "        if _remaining(state.peer_until, now, REUSE_WINDOW):\n",
         "        if False:\n",
-        [f"{PARSING}::test_decide"],
+        [PARSING, DECIDE],
     ),
     Mutant(
         "D4",
         "_decide: retry_after ignored (no backoff after a transient failure)",
         "left = _remaining(state.retry_after, now, TRANSIENT_BACKOFF)",
         "left = 0.0",
-        [f"{PARSING}::test_decide"],
+        [PARSING, DECIDE],
     ),
     Mutant(
         "D5",
         "_decide: sent_until ignored (a flight in progress elsewhere is POSTed over)",
         "if _remaining(state.sent_until, now, MAX_REQUEST_WAIT):",
         "if False:",
-        [f"{PARSING}::test_decide"],
+        [PARSING, DECIDE],
     ),
     Mutant(
         "D6",
         "_decide: ADOPT without `usable` (a peer's expired tokens adopted)",
         "if current.refresh_token != start.refresh_token and usable:",
         "if current.refresh_token != start.refresh_token:",
-        [f"{PARSING}::test_decide"],
+        [PARSING, DECIDE],
     ),
     Mutant(
         "D7",
         "_decide: a remembered permanent failure ignored (no fail-fast)",
         "    if state.reason is not None:\n        return _Action.FAIL",
         "    if False:\n        return _Action.FAIL",
-        [f"{PARSING}::test_decide"],
+        [PARSING, DECIDE],
     ),
     Mutant(
         "D8",
         "_decide: peer_until trusted beyond REUSE_WINDOW (a clock far ahead blocks everyone)",
         "if _remaining(state.peer_until, now, REUSE_WINDOW):",
         "if state.peer_until > now:",
-        [f"{PARSING}::test_decide", ROUND3],
+        [PARSING, DECIDE],
     ),
     Mutant(
         "D9",
         "_decide: sent_until trusted beyond MAX_REQUEST_WAIT",
         "if _remaining(state.sent_until, now, MAX_REQUEST_WAIT):",
         "if state.sent_until > now:",
-        [f"{PARSING}::test_decide", ROUND3],
+        [PARSING, DECIDE],
     ),
     # _settle / _holds: whether an outbox is still to be committed ############
     Mutant(
@@ -138,7 +139,7 @@ MUTANTS = [
         "_holds: an account with no id taken to be the same account",
         "        and account is not None\n",
         "",
-        [f"{PARSING}::test_settle", ROUND3],
+        [PARSING, DECIDE],
     ),
     # _Outbox #################################################################
     Mutant(
