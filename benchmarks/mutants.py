@@ -181,14 +181,14 @@ MUTANTS = [
         "_Outbox.prepare: temp files a killed outbox writer left are not removed",
         "        for path in self.paths():\n            _remove_temps_of(path)\n",
         "",
-        [KILLS, STORE, ROUND3],
+        [f"{STORE}::test_temp_files_a_killed_outbox_writer_left_are_removed", STORE, KILLS],
     ),
     Mutant(
         "O6",
         "_Outbox.nearby: the in-memory record (nothing could be written) ignored",
         "return self._memory is not None or os.path.lexists(",
         "return os.path.lexists(",
-        [f"{STORE}::test_a_pair_no_file_could_take_is_refreshed_from_its_own_token", STORE],
+        [f"{STORE}::test_a_login_only_memory_could_hold_is_stored_once_the_disk_takes_it", STORE],
     ),
     Mutant(
         "O7",
@@ -211,7 +211,7 @@ MUTANTS = [
         "_write_new: no fsync of the directory after the rename",
         "        raise\n    _fsync_dir(directory)\n",
         "        raise\n",
-        [f"{STORE}::test_every_write_is_on_disk_before_the_next_step", ROUND3],
+        [f"{STORE}::test_every_rename_is_on_disk_before_the_next_step"],
     ),
     Mutant(
         "W3",
