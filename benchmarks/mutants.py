@@ -286,7 +286,7 @@ MUTANTS = [
         "_await_peer: returns at once (busy re-reads, the deadline never checked)",
         "        tokens = _chatgpt_tokens(snapshot)\n        waited = ",
         "        return\n        tokens = _chatgpt_tokens(snapshot)\n        waited = ",
-        [REFRESH, ROUND3],
+        [f"{REFRESH}::test_a_wait_for_a_peers_result_ends_at_the_lock_timeout_as_transient", REFRESH],
     ),
     Mutant(
         "C6",
@@ -348,7 +348,7 @@ MUTANTS = [
         "_refresh: DEAD raised without recording EXHAUSTED",
         "                        self.store.record(spent, reason=RefreshTokenFailedReason.EXHAUSTED)\n",
         "                        pass\n",
-        [REFRESH, ROUND3],
+        [f"{REFRESH}::test_a_dead_login_is_remembered_so_the_next_caller_fails_fast", REFRESH],
     ),
     # The lock ################################################################
     Mutant(

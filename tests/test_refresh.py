@@ -981,6 +981,52 @@ def test_reused_with_no_peer_writing_is_exhausted(
     assert digest(path.read_bytes()) == digest(before)
 
 
+def test_a_dead_login_is_remembered_so_the_next_caller_fails_fast(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    # Once a fresh read after the whole reuse window found the spent token still stored,
+    # the verdict is recorded: the next caller says "sign in again" at once, without
+    # queueing for the lock (held here, as by a peer mid-refresh of another login's read).
+    auth_json(access_exp=time.time() - 60)
+    codex_peer.refresh(token_server.url, "rt-0")  # spent elsewhere; nobody writes the result
+    first = call_bounded(CodexAuth(codex_home).get_token)
+    assert isinstance(first.get("error"), PermanentRefreshError), repr(first.get("error"))
+
+    lock = codexauth.FileStore(codex_home).lock(GUARD, lambda: False)
+    assert lock is not None
+    try:
+        second = call_bounded(CodexAuth(codex_home, lock_timeout=0.5).get_token)
+    finally:
+        lock.release()
+
+    error = second.get("error")
+    assert isinstance(error, PermanentRefreshError), repr(error)
+    assert error.failed_reason() is RefreshTokenFailedReason.EXHAUSTED
+    assert token_server.post_count == 2
+
+
+def test_a_wait_for_a_peers_result_ends_at_the_lock_timeout_as_transient(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    # Answered "reused": a lockless peer's write may land for REUSE_WINDOW, but we wait no
+    # longer than our own lock timeout, and that is no verdict on the login (exit 5, not 4).
+    path = auth_json(access_exp=time.time() - 60)
+    before = path.read_bytes()
+    codex_peer.refresh(token_server.url, "rt-0")  # spent elsewhere; the result still to come
+    start = time.monotonic()
+
+    outcome = call_bounded(CodexAuth(codex_home, lock_timeout=0.5).get_token)
+
+    elapsed = time.monotonic() - start
+    error = outcome.get("error")
+    assert isinstance(error, TransientRefreshError), repr(error)
+    assert "its result has not arrived yet" in str(error)
+    assert elapsed < codexauth.REUSE_WINDOW / 2
+    assert token_server.post_count == 2
+    assert json.loads((codex_home / STATE_FILE).read_bytes())["reason"] is None
+    assert digest(path.read_bytes()) == digest(before)
+
+
 # Threads #####################################################################
 
 
