@@ -371,14 +371,14 @@ MUTANTS = [
         "_try_lock: every OSError (ENOLCK) taken for 'held by another'",
         "            except BlockingIOError:\n                return False\n            return True\n",
         "            except OSError:\n                return False\n            return True\n",
-        [FAULTS, ROUND3],
+        [f"{FAULTS}::test_a_filesystem_without_locks_is_an_error_not_a_wait", FAULTS],
     ),
     Mutant(
         "L4",
         "_try_all: no re-check that the path still names the locked file",
         "locked = _try_lock(fd, path) and _same_file(fd, path)",
         "locked = _try_lock(fd, path)",
-        [f"{FAULTS}::test_deleting_auth_lock_mid_refresh_does_not_allow_a_second_post", FAULTS],
+        [f"{FAULTS}::test_a_lock_file_replaced_between_its_open_and_its_lock_is_locked_again", FAULTS],
     ),
     Mutant(
         "L5",
