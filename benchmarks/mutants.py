@@ -401,7 +401,7 @@ MUTANTS = [
         "                os.close(fd)\n                self._close_all()\n",
         "            if not locked:\n                _held_files.discard(fd)\n"
         "                os.close(fd)\n",
-        [FAULTS, ROUND3],
+        [f"{FAULTS}::test_a_wait_for_auth_json_keeps_auth_lock_free_for_the_codex_cli", FAULTS],
     ),
     # State ###################################################################
     Mutant(

@@ -561,6 +561,28 @@ def test_a_lock_file_replaced_between_its_open_and_its_lock_is_locked_again(
 
 
 @pytest.mark.skipif(os.name != "posix", reason="flock(2) is POSIX")
+def test_a_wait_for_auth_json_keeps_auth_lock_free_for_the_codex_cli(codex_home: Path) -> None:
+    # auth.json is locked by a process that did not take this auth.lock (codexauth through
+    # another CODEX_HOME linking the same file): auth.lock, taken first, is let go while we
+    # wait, and after we give up, so that the Codex CLI can still write.
+    import fcntl
+
+    write_auth_json(codex_home)
+    holder = os.open(codex_home / "auth.json", os.O_RDONLY)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(codexauth.LockTimeoutError):
+            codexauth.FileStore(codex_home).lock(0.3, lambda: False)
+        fd = os.open(codex_home / "auth.lock", os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: no BlockingIOError
+        finally:
+            os.close(fd)
+    finally:
+        os.close(holder)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="flock(2) is POSIX")
 def test_a_filesystem_without_locks_is_an_error_not_a_wait(
     codex_home: Path, token_server: TokenServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
