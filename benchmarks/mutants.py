@@ -409,7 +409,7 @@ MUTANTS = [
         "FileStore._save_state: the clock skew dropped when peers are told something",
         "        state.clock_skew = self.local_state().clock_skew  # this machine's: kept\n",
         "",
-        [REFRESH, ROUND3],
+        [f"{REFRESH}::test_the_clock_skew_survives_telling_peers_of_a_failure", REFRESH],
     ),
     Mutant(
         "T2",
@@ -418,7 +418,7 @@ MUTANTS = [
         "        except CodexAuthError as exc:\n"
         '            _log(_WARNING, "could not tell peers: %s", exc)',
         "            self._save_state(state)\n        except CodexAuthError as exc:\n            raise",
-        [STORE, REFRESH, ROUND3],
+        [f"{REFRESH}::test_a_state_file_that_cannot_be_written_does_not_change_the_outcome", REFRESH],
     ),
     Mutant(
         "T3",

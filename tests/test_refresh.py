@@ -1424,6 +1424,39 @@ def test_a_clock_hours_ahead_does_not_refresh_on_every_call(
     assert 7000 < state["clock_skew"] < 7400
 
 
+def test_the_clock_skew_survives_telling_peers_of_a_failure(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    # The skew is this machine's; recording a failure for peers keeps it.
+    auth_json(access_exp=time.time() - 60)
+    ahead = lambda: time.time() + 2 * 3600  # noqa: E731  # this machine's clock, 2 h fast
+    first = CodexAuth(codex_home, now=ahead).get_token()
+    token_server.fail_next(503, {"error": "unavailable"})
+    with pytest.raises(TransientRefreshError):
+        CodexAuth(codex_home, now=ahead).refresh_token()
+
+    token = CodexAuth(codex_home, now=ahead).get_token()  # fresh, by the issuer's clock
+
+    assert fp(token) == fp(first)
+    assert token_server.post_count == 2
+    state = json.loads((codex_home / STATE_FILE).read_bytes())
+    assert 7000 < state["clock_skew"] < 7400
+
+
+def test_a_state_file_that_cannot_be_written_does_not_change_the_outcome(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    # Telling peers is best effort: the caller sees the refresh's own outcome.
+    auth_json(access_exp=time.time() - 60)
+    (codex_home / STATE_FILE).mkdir()  # no file can be renamed over it
+    token_server.fail_next(503, {"error": "unavailable"})
+
+    with pytest.raises(TransientRefreshError):
+        CodexAuth(codex_home).get_token()
+
+    assert token_server.post_count == 1
+
+
 @pytest.mark.parametrize(
     "retry_after", ["time.time() + 3600", "float('inf')", "float('nan')", "1e300"]
 )
