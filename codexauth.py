@@ -909,11 +909,13 @@ def _decide(
     if left:
         message = f"{REFRESH_FAILED} a refresh just failed; try again in {left:.1f} s"
         return _Action.FAIL, 0.0, TransientRefreshError(message)
-    if _remaining(state.sent_until, now, MAX_REQUEST_WAIT):
-        return _Action.WAIT, state.sent_until, None
+    # A wait from a clock that runs ahead is honoured only up to its own length, and
+    # never turns into a verdict: the caller reads again, and its own deadline ends it.
+    if state.sent_until > now:
+        return _Action.WAIT, min(state.sent_until, now + MAX_REQUEST_WAIT), None
+    if state.peer_until > now:
+        return _Action.WAIT, min(state.peer_until, now + REUSE_WINDOW), None
     if state.peer_until:
-        if _remaining(state.peer_until, now, REUSE_WINDOW):
-            return _Action.WAIT, state.peer_until, None
         return _Action.DEAD, 0.0, PermanentRefreshError(RefreshTokenFailedReason.EXHAUSTED)
     return _Action.POST, 0.0, None
 
@@ -1350,9 +1352,12 @@ class _Outbox:
         return self._paths
 
     def nearby(self) -> bool:
-        """Whether a record waits beside the sidecars: one stat(), for the warm path."""
-        return self._memory is not None or os.path.lexists(
-            os.path.join(self._local.sidecar_dir(create=False), self._name)
+        """Whether a record waits beside the sidecars, or where this object put one: one
+        stat(), for the warm path."""
+        return (
+            self._memory is not None
+            or self.where is not None
+            or os.path.lexists(os.path.join(self._local.sidecar_dir(create=False), self._name))
         )
 
     def prepare(self) -> None:
@@ -1389,8 +1394,8 @@ class _Outbox:
 
     def load(self) -> _OutboxRecord | None:
         """The waiting record, if any: this object's, else the first one on disk."""
+        self.where = None
         if self._memory is not None:
-            self.where = None
             return self._memory
         for path in self.paths():
             data = _read_sidecar(path, MAX_AUTH_FILE_BYTES * 2)
@@ -1407,6 +1412,7 @@ class _Outbox:
         """Remove `record` (only it: a later refresh's record stays)."""
         if self._memory is record:
             self._memory = None
+        self.where = None
         for path in self.paths():
             data = _read_sidecar(path, MAX_AUTH_FILE_BYTES * 2)
             found = None if data is None else _OutboxRecord.from_json(data)
@@ -1581,15 +1587,6 @@ _thread_locks_guard = threading.Lock()
 # unregister-close, and fork() waits for it, so no descriptor slips past.
 _held_files: set[int] = set()
 _held_files_guard = threading.Lock()
-# The refresh locks each thread holds (by key): what it holds it need not wait for.
-_owned = threading.local()
-
-
-def _owned_keys() -> set[str]:
-    keys: set[str] | None = getattr(_owned, "keys", None)
-    if keys is None:
-        keys = _owned.keys = set()
-    return keys
 
 
 def _thread_lock(path: str) -> threading.Lock:
@@ -1606,7 +1603,7 @@ def _after_fork_in_child() -> None:
     parent's lock as it was; the thread locks, held by threads the child does
     not have, start afresh.
     """
-    global _thread_locks_guard, _held_files_guard, _owned
+    global _thread_locks_guard, _held_files_guard
     for fd in list(_held_files):
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -1614,7 +1611,6 @@ def _after_fork_in_child() -> None:
     _thread_locks.clear()
     _thread_locks_guard = threading.Lock()
     _held_files_guard = threading.Lock()  # held by the forking thread: a new one
-    _owned = threading.local()  # the child holds nothing
 
 
 if hasattr(os, "register_at_fork"):
@@ -1748,7 +1744,6 @@ class _RefreshLock:
             self._threads.release()
             return False
         self._held = True
-        _owned_keys().add(self.key)
         return True
 
     def _try_all(self) -> bool:
@@ -1796,7 +1791,6 @@ class _RefreshLock:
     def release(self) -> None:
         if self._held:
             self._held = False
-            _owned_keys().discard(self.key)
             with _held_files_guard:
                 self._close_all()
             self._threads.release()

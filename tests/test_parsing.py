@@ -933,6 +933,9 @@ DECIDE_CASES = [
     ("backoff", _tokens(), False, _state(retry_after=NOW + 2), A.FAIL),
     ("backoff-over", _tokens(), False, _state(retry_after=NOW - 1), A.POST),
     ("backoff-from-a-clock-far-ahead", _tokens(), False, _state(retry_after=NOW + 60), A.POST),
+    # A wait told by a clock far ahead is waited for (capped), never a verdict at once.
+    ("reused-told-by-a-clock-far-ahead", _tokens(), False, _state(peer_until=NOW + 3600), A.WAIT),
+    ("flight-told-by-a-clock-far-ahead", _tokens(), False, _state(sent_until=NOW + 9e5), A.WAIT),
     ("in-flight-elsewhere", _tokens(), False, _state(sent_until=NOW + 30), A.WAIT),
     ("flight-over", _tokens(), False, _state(sent_until=NOW - 1), A.POST),
     ("reused-peer-may-still-write", _tokens(), False, _state(peer_until=NOW + 5), A.WAIT),
