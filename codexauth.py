@@ -909,11 +909,13 @@ def _decide(
     if left:
         message = f"{REFRESH_FAILED} a refresh just failed; try again in {left:.1f} s"
         return _Action.FAIL, 0.0, TransientRefreshError(message)
-    if _remaining(state.sent_until, now, MAX_REQUEST_WAIT):
-        return _Action.WAIT, state.sent_until, None
+    # A wait from a clock that runs ahead is honoured only up to its own length, and
+    # never turns into a verdict: the caller reads again, and its own deadline ends it.
+    if state.sent_until > now:
+        return _Action.WAIT, min(state.sent_until, now + MAX_REQUEST_WAIT), None
+    if state.peer_until > now:
+        return _Action.WAIT, min(state.peer_until, now + REUSE_WINDOW), None
     if state.peer_until:
-        if _remaining(state.peer_until, now, REUSE_WINDOW):
-            return _Action.WAIT, state.peer_until, None
         return _Action.DEAD, 0.0, PermanentRefreshError(RefreshTokenFailedReason.EXHAUSTED)
     return _Action.POST, 0.0, None
 
@@ -995,8 +997,10 @@ class Store:
         """The login and the shared state, in one consistent read."""
         raise NotImplementedError
 
-    def begin_request(self, refresh_token: str, seconds: float) -> None:
-        """Just before a refresh request that may take `seconds`, under the lock.
+    def begin_request(self, stored: str, seconds: float) -> None:
+        """Just before a refresh request that may take `seconds`, under the lock; `stored`
+        is the fingerprint of the refresh token the store holds (an outbox's login
+        spends a later one).
 
         A store whose lock can lapse mid-request (a TTL) must keep it for that
         long, and tell peers, so that nobody spends the same token meanwhile.
@@ -1287,12 +1291,10 @@ def _write_sidecar(path: str, data: bytes, like: os.stat_result | None) -> None:
         raise AuthFileError(path, f"cannot write: {exc.strerror or exc}") from None
 
 
-def _read_sidecar(path: str, limit: int = 1 << 16, *, follow: bool = False) -> bytes | None:
-    """A sidecar's bytes; None if absent or not a regular file (nor, unless `follow`,
-    a symlink: ours are never links, and one planted there is not followed)."""
+def _read_sidecar(path: str, limit: int = 1 << 16) -> bytes | None:
+    """A sidecar's bytes; None if absent or not a regular file of ours."""
     try:
-        flags = os.O_RDONLY | (0 if follow else _O_NOFOLLOW)
-        with os.fdopen(_open_regular(path, flags), "rb") as f:
+        with os.fdopen(_open_regular(path, os.O_RDONLY | _O_NOFOLLOW), "rb") as f:
             return f.read(limit)
     except OSError:
         return None
@@ -1350,9 +1352,12 @@ class _Outbox:
         return self._paths
 
     def nearby(self) -> bool:
-        """Whether a record waits beside the sidecars: one stat(), for the warm path."""
-        return self._memory is not None or os.path.lexists(
-            os.path.join(self._local.sidecar_dir(create=False), self._name)
+        """Whether a record waits beside the sidecars, or where this object put one: one
+        stat(), for the warm path."""
+        return (
+            self._memory is not None
+            or self.where is not None
+            or os.path.lexists(os.path.join(self._local.sidecar_dir(create=False), self._name))
         )
 
     def prepare(self) -> None:
@@ -1389,8 +1394,8 @@ class _Outbox:
 
     def load(self) -> _OutboxRecord | None:
         """The waiting record, if any: this object's, else the first one on disk."""
+        self.where = None
         if self._memory is not None:
-            self.where = None
             return self._memory
         for path in self.paths():
             data = _read_sidecar(path, MAX_AUTH_FILE_BYTES * 2)
@@ -1407,6 +1412,7 @@ class _Outbox:
         """Remove `record` (only it: a later refresh's record stays)."""
         if self._memory is record:
             self._memory = None
+        self.where = None
         for path in self.paths():
             data = _read_sidecar(path, MAX_AUTH_FILE_BYTES * 2)
             found = None if data is None else _OutboxRecord.from_json(data)
@@ -1581,15 +1587,6 @@ _thread_locks_guard = threading.Lock()
 # unregister-close, and fork() waits for it, so no descriptor slips past.
 _held_files: set[int] = set()
 _held_files_guard = threading.Lock()
-# The refresh locks each thread holds (by key): what it holds it need not wait for.
-_owned = threading.local()
-
-
-def _owned_keys() -> set[str]:
-    keys: set[str] | None = getattr(_owned, "keys", None)
-    if keys is None:
-        keys = _owned.keys = set()
-    return keys
 
 
 def _thread_lock(path: str) -> threading.Lock:
@@ -1606,7 +1603,7 @@ def _after_fork_in_child() -> None:
     parent's lock as it was; the thread locks, held by threads the child does
     not have, start afresh.
     """
-    global _thread_locks_guard, _held_files_guard, _owned
+    global _thread_locks_guard, _held_files_guard
     for fd in list(_held_files):
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -1614,7 +1611,6 @@ def _after_fork_in_child() -> None:
     _thread_locks.clear()
     _thread_locks_guard = threading.Lock()
     _held_files_guard = threading.Lock()  # held by the forking thread: a new one
-    _owned = threading.local()  # the child holds nothing
 
 
 if hasattr(os, "register_at_fork"):
@@ -1748,7 +1744,6 @@ class _RefreshLock:
             self._threads.release()
             return False
         self._held = True
-        _owned_keys().add(self.key)
         return True
 
     def _try_all(self) -> bool:
@@ -1796,7 +1791,6 @@ class _RefreshLock:
     def release(self) -> None:
         if self._held:
             self._held = False
-            _owned_keys().discard(self.key)
             with _held_files_guard:
                 self._close_all()
             self._threads.release()
@@ -2573,9 +2567,10 @@ class CodexAuth:
         tokens = old.tokens
         assert tokens is not None
         refresh_token = tokens.refresh_token
+        spent = snapshot.replaces or _fingerprint(refresh_token)  # what the store holds
         self.store.check_writable()
         self.store.outbox.prepare()  # all but the write itself, before the answer exists
-        self.store.begin_request(refresh_token, self.timeout)
+        self.store.begin_request(spent, self.timeout)
         _log(_DEBUG, "refresh started: POST %s", url)
         try:
             fields = _post_refresh(url, refresh_token, self.timeout, self._session, reason=reason)
@@ -2605,7 +2600,6 @@ class CodexAuth:
         usable = _freshness(_jwt_expiry(refreshed.access_token), None, now - known_skew)
         if not usable.still_valid:
             new.last_refresh = old.last_refresh
-        spent = snapshot.replaces or _fingerprint(refresh_token)  # what the store holds
         record = _OutboxRecord(spent, _account(tokens), new)
         with _interrupts_deferred():
             self.store.outbox.put(record)  # first: the answer is the only copy until then
@@ -3019,8 +3013,17 @@ def _read_codex_store_setting(codex_home: str) -> tuple[str, bool, str]:
     config that names one of the two settings: a warm start stays cheap.
     """
     path = os.path.join(codex_home, CONFIG_FILE_NAME)
-    # Followed if a symlink, as Codex reads it (dotfiles managers link it); never a FIFO.
-    data = _read_sidecar(path, MAX_AUTH_FILE_BYTES, follow=True)
+    # Followed if a symlink, as Codex reads it (dotfiles managers link it).  Anything
+    # but a missing file or a regular one is refused, as Codex refuses it: a FIFO must
+    # not hang us, and a directory is no config.
+    try:
+        with os.fdopen(_open_regular(path, os.O_RDONLY), "rb") as f:
+            data = f.read(MAX_AUTH_FILE_BYTES)
+    except FileNotFoundError:
+        data = b""
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CodexAuthError(f"{path}: cannot read Codex's config: {reason}") from None
     if not data or (
         b"cli_auth_credentials_store" not in data and b"secret_auth_storage" not in data
     ):
@@ -3097,6 +3100,8 @@ class KeyringStore(Store):
     and writes the entry (not run here: see README).  Refreshes still take
     auth.lock in CODEX_HOME, which the Codex CLI takes too.
     """
+
+    poll_interval = 0.1  # each look is a D-Bus round trip
 
     def __init__(self, codex_home: StrPath | None = None) -> None:
         self.local = FileStore(codex_home)  # the lock, the shared state and the outbox
@@ -3248,7 +3253,9 @@ class KeyringStore(Store):
         return self._snapshot
 
     def read_with_state(self, *, force: bool = True) -> tuple[_Snapshot | None, _SharedState]:
-        return self.read(force=force), self.local.local_state()
+        # Always a round trip: a waiter must see a lockless peer's write, and nothing
+        # cheaper tells whether the entry changed (a file has stat()).
+        return self.read(force=True), self.local.local_state()
 
     def lock(self, timeout: float, done_elsewhere: Callable[[], bool]) -> _RefreshLock | None:
         return self.local.lock(timeout, done_elsewhere)
@@ -3598,11 +3605,11 @@ class RedisStore(Store):
         name = f".codexauth-fleet-{_fingerprint(self.location)}.lock"
         return _RefreshLock(os.path.join(directory, name), "", self.local.owner())
 
-    def begin_request(self, refresh_token: str, seconds: float) -> None:
+    def begin_request(self, stored: str, seconds: float) -> None:
         """Announce the request and make the lock outlast it, in one step fenced by our
         ownership of the lock and the stored token: a holder whose lock lapsed sends nothing."""
         flight = seconds + REDIS_LOCK_MARGIN + REDIS_FLIGHT_GRACE
-        fingerprint = _fingerprint(refresh_token)
+        fingerprint = stored
         state = _SharedState(fingerprint, sent_until=time.time() + flight).to_json()
         ttl = int((seconds + REDIS_LOCK_MARGIN) * 1000)
         args = [self._owner_token, fingerprint, state, ttl]

@@ -933,6 +933,9 @@ DECIDE_CASES = [
     ("backoff", _tokens(), False, _state(retry_after=NOW + 2), A.FAIL),
     ("backoff-over", _tokens(), False, _state(retry_after=NOW - 1), A.POST),
     ("backoff-from-a-clock-far-ahead", _tokens(), False, _state(retry_after=NOW + 60), A.POST),
+    # A wait told by a clock far ahead is waited for (capped), never a verdict at once.
+    ("reused-told-by-a-clock-far-ahead", _tokens(), False, _state(peer_until=NOW + 3600), A.WAIT),
+    ("flight-told-by-a-clock-far-ahead", _tokens(), False, _state(sent_until=NOW + 9e5), A.WAIT),
     ("in-flight-elsewhere", _tokens(), False, _state(sent_until=NOW + 30), A.WAIT),
     ("flight-over", _tokens(), False, _state(sent_until=NOW - 1), A.POST),
     ("reused-peer-may-still-write", _tokens(), False, _state(peer_until=NOW + 5), A.WAIT),
@@ -962,6 +965,30 @@ def test_decide(
         assert error.reason is _R.EXHAUSTED
 
 
+# A time read from the shared state comes from whichever clock wrote it: a wait it asks
+# for is honoured only up to that wait's own length, never longer (one whose writer's clock
+# runs far ahead must not hold everyone up).
+FAR_AHEAD_CASES = [
+    # (id, state, the longest wait it may cause)
+    ("reused", _state(peer_until=NOW + codexauth.REUSE_WINDOW + 60), codexauth.REUSE_WINDOW),
+    (
+        "in-flight",
+        _state(sent_until=NOW + codexauth.MAX_REQUEST_WAIT + 60),
+        codexauth.MAX_REQUEST_WAIT,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "longest"), [c[1:] for c in FAR_AHEAD_CASES], ids=[c[0] for c in FAR_AHEAD_CASES]
+)
+def test_decide_never_waits_longer_than_the_wait_it_was_told(
+    state: codexauth._SharedState, longest: float
+) -> None:
+    decided, until, _ = codexauth._decide(START, _tokens(), False, state, NOW)
+    assert decided is not A.WAIT or until - NOW <= longest
+
+
 SETTLE_CASES = [
     # (id, stored refresh token and account or None, whether the outbox is committed)
     ("store-holds-the-spent-token", ("rt-0", "acct-1"), True),
@@ -981,3 +1008,12 @@ def test_settle(stored: tuple[str, str] | None, commit: bool) -> None:
     if stored is not None:
         snapshot = codexauth._Snapshot(codexauth.AuthDotJson(tokens=_tokens(*stored)))
     assert codexauth._settle(record, snapshot) is commit
+
+
+def test_settle_never_takes_logins_without_an_account_id_for_the_same_account() -> None:
+    # As _decide: an account that cannot be told is never taken to be the same one, so an
+    # outbox without an account id is never committed over a login without one.
+    new = codexauth.AuthDotJson(tokens=_tokens("rt-1", account=None))
+    record = codexauth._OutboxRecord(codexauth._fingerprint("rt-0"), None, new)
+    stored = codexauth._Snapshot(codexauth.AuthDotJson(tokens=_tokens("rt-0", account=None)))
+    assert codexauth._settle(record, stored) is False

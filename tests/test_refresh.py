@@ -981,6 +981,52 @@ def test_reused_with_no_peer_writing_is_exhausted(
     assert digest(path.read_bytes()) == digest(before)
 
 
+def test_a_dead_login_is_remembered_so_the_next_caller_fails_fast(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    # Once a fresh read after the whole reuse window found the spent token still stored,
+    # the verdict is recorded: the next caller says "sign in again" at once, without
+    # queueing for the lock (held here, as by a peer mid-refresh of another login's read).
+    auth_json(access_exp=time.time() - 60)
+    codex_peer.refresh(token_server.url, "rt-0")  # spent elsewhere; nobody writes the result
+    first = call_bounded(CodexAuth(codex_home).get_token)
+    assert isinstance(first.get("error"), PermanentRefreshError), repr(first.get("error"))
+
+    lock = codexauth.FileStore(codex_home).lock(GUARD, lambda: False)
+    assert lock is not None
+    try:
+        second = call_bounded(CodexAuth(codex_home, lock_timeout=0.5).get_token)
+    finally:
+        lock.release()
+
+    error = second.get("error")
+    assert isinstance(error, PermanentRefreshError), repr(error)
+    assert error.failed_reason() is RefreshTokenFailedReason.EXHAUSTED
+    assert token_server.post_count == 2
+
+
+def test_a_wait_for_a_peers_result_ends_at_the_lock_timeout_as_transient(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    # Answered "reused": a lockless peer's write may land for REUSE_WINDOW, but we wait no
+    # longer than our own lock timeout, and that is no verdict on the login (exit 5, not 4).
+    path = auth_json(access_exp=time.time() - 60)
+    before = path.read_bytes()
+    codex_peer.refresh(token_server.url, "rt-0")  # spent elsewhere; the result still to come
+    start = time.monotonic()
+
+    outcome = call_bounded(CodexAuth(codex_home, lock_timeout=0.5).get_token)
+
+    elapsed = time.monotonic() - start
+    error = outcome.get("error")
+    assert isinstance(error, TransientRefreshError), repr(error)
+    assert "its result has not arrived yet" in str(error)
+    assert elapsed < codexauth.REUSE_WINDOW / 2
+    assert token_server.post_count == 2
+    assert json.loads((codex_home / STATE_FILE).read_bytes())["reason"] is None
+    assert digest(path.read_bytes()) == digest(before)
+
+
 # Threads #####################################################################
 
 
@@ -1376,6 +1422,39 @@ def test_a_clock_hours_ahead_does_not_refresh_on_every_call(
     assert token_server.post_count == 1
     state = json.loads((codex_home / STATE_FILE).read_bytes())
     assert 7000 < state["clock_skew"] < 7400
+
+
+def test_the_clock_skew_survives_telling_peers_of_a_failure(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    # The skew is this machine's; recording a failure for peers keeps it.
+    auth_json(access_exp=time.time() - 60)
+    ahead = lambda: time.time() + 2 * 3600  # noqa: E731  # this machine's clock, 2 h fast
+    first = CodexAuth(codex_home, now=ahead).get_token()
+    token_server.fail_next(503, {"error": "unavailable"})
+    with pytest.raises(TransientRefreshError):
+        CodexAuth(codex_home, now=ahead).refresh_token()
+
+    token = CodexAuth(codex_home, now=ahead).get_token()  # fresh, by the issuer's clock
+
+    assert fp(token) == fp(first)
+    assert token_server.post_count == 2
+    state = json.loads((codex_home / STATE_FILE).read_bytes())
+    assert 7000 < state["clock_skew"] < 7400
+
+
+def test_a_state_file_that_cannot_be_written_does_not_change_the_outcome(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    # Telling peers is best effort: the caller sees the refresh's own outcome.
+    auth_json(access_exp=time.time() - 60)
+    (codex_home / STATE_FILE).mkdir()  # no file can be renamed over it
+    token_server.fail_next(503, {"error": "unavailable"})
+
+    with pytest.raises(TransientRefreshError):
+        CodexAuth(codex_home).get_token()
+
+    assert token_server.post_count == 1
 
 
 @pytest.mark.parametrize(

@@ -781,14 +781,30 @@ def test_stat_cache_trusts_only_files_older_than_the_racy_window(
 # Writes that keep the inode, and what a kill or a full disk leaves ###########
 
 
+@pytest.mark.parametrize("how", ["by-rename", "in-place"])
 def test_a_shorter_new_file_leaves_no_stale_tail(
-    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
 ) -> None:
     long_token = make_jwt({"exp": int(time.time()) - 60, "pad": "x" * 3000})
     path = auth_json(access=long_token)
-    size = path.stat().st_size
+    size, ino = path.stat().st_size, path.stat().st_ino
+    if how == "in-place":  # as where auth.json is a mount point: only it refuses a rename
+        real_replace = os.replace
+
+        def refuse_rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+            if os.fspath(dst) == str(path):
+                raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), os.fspath(dst))
+            real_replace(src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(os, "replace", refuse_rename)
 
     token = CodexAuth(codex_home).get_token()
+    monkeypatch.undo()
+    assert (path.stat().st_ino == ino) == (how == "in-place")
 
     issued = token_server.last_issued
     assert issued is not None
@@ -819,6 +835,26 @@ def test_every_write_is_on_disk_before_the_next_step(
     ]
     positions = [events.index(step) for step in steps]
     assert positions == sorted(positions), events
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_every_rename_is_on_disk_before_the_next_step(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    # A rename is durable only once its directory is synced: a crash right after the
+    # outbox's rename and before the directory's fsync could lose the outbox, and one after
+    # auth.json's could bring the spent login back once the outbox is gone.
+    auth_json(access_exp=time.time() - 60)
+    result = run_py(child("fsync_spy"), codex_home=codex_home, token_url=token_server.url)
+    assert result.returncode == 0, result.stderr[-2000:]
+    events = [tuple(e) for e in json.loads(result.stdout)]
+
+    renames = [i for i, e in enumerate(events) if e[0] == "replace"]
+    assert {events[i][2] for i in renames} >= {"codexauth-outbox.json", "auth.json"}
+    for i in renames:
+        after = events[i + 1 :]
+        synced = after.index(("fsync", codex_home.name))
+        assert all(e[0] == "fsync" for e in after[:synced]), events
 
 
 def test_a_kill_after_the_outbox_is_durable_loses_nothing(
@@ -865,6 +901,59 @@ def test_a_fresh_token_reader_settles_a_waiting_outbox(
     assert token_server.post_count == 1
     assert fp(read_doc(path)["tokens"]["refresh_token"]) == fp(issued["refresh_token"])
     assert not (codex_home / "codexauth-outbox.json").exists()
+
+
+def test_temp_files_a_killed_outbox_writer_left_are_removed(
+    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+) -> None:
+    # A writer killed between the outbox's temp file and its rename leaves a login behind
+    # in a temp file; the next refresh removes it (it holds tokens), beside the store and in
+    # the runtime directory.
+    runtime = codex_home.parent / ".run"  # the fixture's XDG_RUNTIME_DIR
+    runtime.mkdir(mode=0o700)
+    store = codexauth.FileStore(codex_home)
+    paths = [Path(p) for p in store.outbox.paths()]
+    assert len(paths) == 2 and paths[1].is_relative_to(runtime)
+    paths[1].parent.mkdir(parents=True, mode=0o700)
+    temps = [p.parent / f".{p.name}.0123456789ab.tmp" for p in paths]
+    for temp in temps:
+        temp.write_bytes(b'{"left": "by a killed writer"}')
+    auth_json(access_exp=time.time() - 60)
+
+    CodexAuth(codex_home).get_token()
+
+    assert token_server.post_count == 1
+    assert [t.name for t in temps if t.exists()] == []
+
+
+def test_a_login_only_memory_could_hold_is_stored_once_the_disk_takes_it(
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Nothing could be written (a full disk): the refreshed login lives in this object only.
+    # Its next read, once the disk takes writes again, stores it, though the login stored
+    # still looks fresh: otherwise it would be lost when the process ends.
+    path = auth_json(access_exp=time.time() + 3600)
+    auth = CodexAuth(codex_home)
+
+    def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(codexauth, "_write_new", disk_full)
+    refreshed = auth.refresh_token()
+    monkeypatch.undo()
+    issued = token_server.last_issued
+    assert issued is not None
+    assert fp(refreshed) == fp(issued["access_token"])
+    assert fp(read_doc(path)["tokens"]["refresh_token"]) == fp("rt-0")  # not stored yet
+
+    token = auth.get_token()
+
+    assert fp(token) == fp(issued["access_token"])
+    assert fp(read_doc(path)["tokens"]["refresh_token"]) == fp(issued["refresh_token"])
+    assert token_server.post_count == 1
 
 
 @pytest.mark.parametrize("after", ["logout", "switch"])

@@ -371,7 +371,8 @@ class ProtocolModel:
             return [(label, self._after_decide(w, i, p, action, login, locked=False))]
 
         if pc == LOCK:
-            # Store.lock: file: auth.lock (Codex takes it too); Redis: local then fleet lock.
+            # CodexAuth._locked_step: Store.lock (file: auth.lock, which Codex takes too;
+            # Redis: the local lock, then the fleet lock), then read, settle and decide.
             w2 = w
             if self.redis:
                 local = list(w.local)
@@ -446,7 +447,8 @@ class ProtocolModel:
             return self._commit(w, i, p)
 
         if pc == COMMIT_WRITE:
-            # FileStore.commit: temp file + fsync + rename; then _Outbox.clear and release.
+            # Store.commit on a FileStore (_write_file): temp file + fsync + rename; then
+            # _Outbox.clear and release.
             w2 = w._replace(store=(A, p.new, "cx"), stored=w.stored | {p.new})
             w2 = self._clear_outbox(w2, i)
             return [
