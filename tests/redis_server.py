@@ -120,7 +120,8 @@ class RedisServer:
     also listens on ``<tmp>/redis.sock`` (0700). `tls` is (cert file, key file, CA file), e.g.
     from trustme: the port then speaks only TLS, clients are not asked for certificates, and
     url() is ``rediss://``. `config` lines are added verbatim to the config file
-    (``"notify-keyspace-events Kh"``).
+    (``"notify-keyspace-events Kh"``). `appendonly` turns AOF on (fsync every second), so that
+    a kill -9 and a start() come back with what was written, as a durable Redis does.
     """
 
     def __init__(
@@ -132,8 +133,10 @@ class RedisServer:
         tls: tuple[str, str, str] | None = None,
         config: Sequence[str] = (),
         executable: str | None = None,
+        appendonly: bool = False,
     ) -> None:
         self.password = password
+        self.appendonly = appendonly
         self.users = tuple(users)
         self.tls = tls
         self.config = tuple(config)
@@ -310,12 +313,13 @@ class RedisServer:
         fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write("".join(line + "\n" for line in secret_lines))
+        aof = "yes" if self.appendonly else "no"
         lines = [
             f"include {_conf_quote(str(secret))}",
             f"port {self.port}",
             f"bind {HOST}",
             'save ""',
-            "appendonly no",
+            f"appendonly {aof}",
             f"dir {_conf_quote(str(self.directory))}",
             f"logfile {_conf_quote(str(self.directory / 'redis.log'))}",
             "daemonize no",
@@ -334,7 +338,7 @@ class RedisServer:
             ]
         conf.write_text("".join(line + "\n" for line in [*lines, *self.config]), "utf-8")
         # The options the tests rely on are on the command line too, where `ps` shows them.
-        argv = [self.executable, str(conf), "--save", "", "--appendonly", "no"]
+        argv = [self.executable, str(conf), "--save", "", "--appendonly", aof]
         self.paused = False
         with open(self.directory / "stderr.log", "ab") as stderr:
             self.process = subprocess.Popen(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 
-import portalocker  # noqa: F401  # imported by the lock: paid before the race
 import requests  # noqa: F401  # imported by the refresh: paid before the race
 
 import codexauth

@@ -3,7 +3,7 @@
     python tests/children/redis_peer.py [--set NAME=SECONDS]... [--die-before-post] [ARGS...]
     python tests/children/redis_peer.py [--set NAME=SECONDS]... --hold-and-die
 
-Imports what a refresh on a Redis store needs (codexauth, requests, portalocker, redis) first,
+Imports what a refresh on a Redis store needs (codexauth, requests, redis) first,
 waits at the barrier when started by support.Racers (children/barrier.py), then exits with
 ``codexauth.main(ARGS)``. The store is $CODEXAUTH_STORE.
 
@@ -23,7 +23,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import portalocker  # noqa: F401  # imported by the lock: paid before the race
 import redis  # noqa: F401  # imported by the Redis store: paid before the race
 import requests  # noqa: F401  # imported by the refresh: paid before the race
 
