@@ -2456,7 +2456,7 @@ class CodexAuth:
                 assert snapshot is not None and snapshot.auth.tokens is not None
                 return snapshot.auth.tokens
             if action is _Action.WAIT:
-                self._await_peer(snapshot, until, deadline)
+                self._await_peer(begin, until, deadline)
                 continue
             assert error is not None  # FAIL, OTHER, DEAD
             _log(_DEBUG, "refresh not done: %s", error)
@@ -2556,7 +2556,10 @@ class CodexAuth:
         self.store.outbox.clear(record)
         if written:
             _log(_DEBUG, "stored the refreshed login in %s", self.store.location)
-            return self.store.read(force=True)
+            try:
+                return self.store.read(force=True)
+            except CodexAuthError:
+                return _Snapshot(record.auth)  # stored; only the look back failed
         _log(_WARNING, "the login in %s changed meanwhile; keeping that one", self.store.location)
         return found if found is not None else stored
 
@@ -2618,23 +2621,21 @@ class CodexAuth:
             )
         return refreshed
 
-    def _await_peer(self, snapshot: _Snapshot | None, until: float, deadline: float) -> None:
-        """Wait, holding no lock so that a peer's write can land, until the login changes or
-        `until` (epoch) passes; the caller then reads again.  TransientRefreshError if our
-        own deadline comes first: the token was spent and its result is still to come."""
-        tokens = _chatgpt_tokens(snapshot)
-        waited = tokens.refresh_token if tokens is not None else None
+    def _await_peer(self, begin: TokenData, until: float, deadline: float) -> None:
+        """Wait, holding no lock so that a peer's write can land, until a fresh read decides
+        otherwise (its login landed, a failure was recorded) or `until` (epoch) passes; the
+        caller then reads again.  TransientRefreshError if our own deadline comes first:
+        the token was spent and its result is still to come."""
         end = time.monotonic() + max(until - self._now(), 0.0)
         while time.monotonic() < end:
-            current = _chatgpt_tokens(self._read(force=False)[0])
-            if current is None or current.refresh_token != waited:
-                return
             if time.monotonic() >= deadline:
                 raise TransientRefreshError(
                     f"{REFRESH_FAILED} another program spent the refresh token and its result "
                     "has not arrived yet; try again in a few seconds"
                 )
             self.store.pause(min(self.store.poll_interval, max(end - time.monotonic(), 0.0)))
+            if self._decide(begin, self._read(force=False))[1] is not _Action.WAIT:
+                return
 
     # Logging out, like `codex logout`.
 
@@ -3499,7 +3500,8 @@ class RedisStore(Store):
         except errors.NoPermissionError:
             raise self._acl_error() from None
         except errors.RedisError as exc:
-            if "NOPERM" in str(exc):  # a command a script ran, refused by the ACL
+            refused = ("NOPERM", "can't run this command", "no permissions to run")
+            if any(words in str(exc) for words in refused):  # the ACL refused a script's command
                 raise self._acl_error() from None
             raise StoreUnreachableError(
                 f"the login store {self.location} failed ({type(exc).__name__})"
@@ -3928,6 +3930,8 @@ def _status(auth: CodexAuth) -> dict[str, Any]:
 def _print_status(info: dict[str, Any], store: Store) -> None:
     if not info["logged_in"]:
         print(_printable(str(_not_logged_in(store.location, hint=store.login_hint))))
+        for warning in info.get("warnings", []):  # why a store may be empty
+            print(f"{'Warning:':<19}{_printable(warning)}")
         return
     labels = [
         ("mode", "Mode"),

@@ -360,8 +360,8 @@ class ProtocolModel:
             action = _decide(p.start, login, w.shared, w.flight, self.v)
             if pc == WAIT and action == "WAIT":
                 return []  # still waiting: only the store changing or a deadline ends it
-            if pc == LOCK and action in ("POST", "DEAD", "WAIT"):
-                return []  # keep waiting for the lock
+            if pc == LOCK and action in ("POST", "DEAD"):
+                return []  # keep waiting for the lock (a WAIT joins the wait, lock-free)
             where = {
                 READ: "CodexAuth._refresh",
                 WAIT: "CodexAuth._await_peer",
