@@ -64,6 +64,16 @@ def token_server(codex_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 
 @pytest.fixture
+def short_reuse_window(monkeypatch: pytest.MonkeyPatch) -> float:
+    """REUSE_WINDOW cut to half a second, in this process: for tests of what happens once
+    it is over, not of its length (test_faults_round3.py waits out the shipped one)."""
+    import codexauth
+
+    monkeypatch.setattr(codexauth, "REUSE_WINDOW", 0.5)
+    return 0.5
+
+
+@pytest.fixture
 def auth_json(codex_home: Path) -> Callable[..., Path]:
     """``auth_json(**kwargs)`` writes codex_home/auth.json via support.write_auth_json."""
 

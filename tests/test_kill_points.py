@@ -436,6 +436,11 @@ def test_kill_at_every_write_path_syscall_loses_only_inside_the_window(
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("CODEXAUTH_SWEEP_STARTUP"),
+    reason="set CODEXAUTH_SWEEP_STARTUP=1 to sweep Python's start-up too (about 1,070 runs, "
+    "3 minutes on 2 cores); the sweep above covers every point from the lock on",
+)
 def test_kill_at_every_syscall_of_a_refresh(strace: str, tmp_path: Path) -> None:
     """The same at every kill point n = 1, 2, ... of every traced syscall, start-up too."""
     baseline = Baseline.measure(strace, tmp_path / "baseline")

@@ -1318,7 +1318,7 @@ def test_an_acl_without_hdel_gives_the_acl_hint_and_never_says_the_login_changed
     assert fp(refreshed.stdout.strip()) == issued(token_server)
     assert not any(pw in refreshed.stdout + refreshed.stderr for pw in hidden)
     # Once the ACL is put right, the next run on that machine stores what its outbox held.
-    r.acl_setuser("narrow", commands=["+hdel"])
+    r.acl_setuser("narrow", enabled=True, commands=["+hdel"])
     later = Ran(fleet.run(2, "token", extra=narrow))
     assert later.returncode == 0, scrubbed(later.stderr, hidden)
     assert fp(stored_tokens(r)["refresh_token"]) == issued(token_server, "refresh_token")

@@ -298,6 +298,7 @@ def test_permanent_failures(
     codex_home: Path,
     auth_json: Callable[..., Path],
     token_server: TokenServer,
+    short_reuse_window: float,
 ) -> None:
     path = auth_json(access_exp=time.time() - 60)
     before = path.read_bytes()
@@ -965,7 +966,10 @@ def test_reused_answer_adopts_a_peer_that_writes_after_our_post(
 
 
 def test_reused_with_no_peer_writing_is_exhausted(
-    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+    short_reuse_window: float,
 ) -> None:
     path = auth_json(access_exp=time.time() - 60)
     before = path.read_bytes()
@@ -982,7 +986,10 @@ def test_reused_with_no_peer_writing_is_exhausted(
 
 
 def test_a_dead_login_is_remembered_so_the_next_caller_fails_fast(
-    codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
+    codex_home: Path,
+    auth_json: Callable[..., Path],
+    token_server: TokenServer,
+    short_reuse_window: float,
 ) -> None:
     # Once a fresh read after the whole reuse window found the spent token still stored,
     # the verdict is recorded: the next caller says "sign in again" at once, without
