@@ -988,6 +988,9 @@ class Store:
     local: FileStore
     lost = False  # the last read found the login emptied by the store itself, not a logout
     poll_interval = LOCK_POLL_MAX  # the longest a waiter sleeps between two looks
+    # A lock wait's (longest, shortest) pause: fine to coarse, as waiters must look; a
+    # store whose pause() is woken by a message looks seldom from the start.
+    wake_interval = (LOCK_POLL_MAX, LOCK_POLL_MIN)
 
     def pause(self, seconds: float) -> None:
         """Wait up to `seconds` for a peer's change; a store that can tell waiters (Redis
@@ -1670,15 +1673,16 @@ def _wait_for(
     holder: str,
     pause: Callable[[float], object] = time.sleep,
     longest: float = LOCK_POLL_MAX,
+    shortest: float = LOCK_POLL_MIN,
 ) -> bool:
     """Try `take()` until it succeeds (True) or `done_elsewhere()` does (False), polling
     finely so that waiters wake together; LockTimeoutError, naming `holder`, after `timeout`.
 
     `pause(seconds)` waits between tries: a store that can wake its waiters (Redis
-    pub/sub) returns early, and then polls seldom (`longest`)."""
+    pub/sub) returns early, and then polls seldom (`shortest` = `longest`)."""
     deadline = time.monotonic() + timeout
     notice_at = time.monotonic() + WAIT_NOTICE_AFTER
-    delay = LOCK_POLL_MIN
+    delay = shortest
     while True:
         if take():
             return True
@@ -1733,8 +1737,8 @@ class _RefreshLock:
         holder = f"another process to finish refreshing (it holds {self.paths[0]})"
         if store is None:
             return _wait_for(self._try_once, done_elsewhere, timeout, holder)
-        pause, longest = store.pause, store.poll_interval
-        return _wait_for(self._try_once, done_elsewhere, timeout, holder, pause, longest)
+        pause, wake = store.pause, store.wake_interval
+        return _wait_for(self._try_once, done_elsewhere, timeout, holder, pause, *wake)
 
     def _try_once(self) -> bool:
         if not self._threads.acquire(blocking=False):
@@ -3516,6 +3520,7 @@ class RedisStore(Store):
     # anyway every poll_interval (a lost message, an ACL without pub/sub).
 
     poll_interval = REDIS_WAKE_POLL
+    wake_interval = (REDIS_WAKE_POLL, REDIS_WAKE_POLL)
 
     def _publish(self) -> None:
         with contextlib.suppress(CodexAuthError):
@@ -3588,7 +3593,7 @@ class RedisStore(Store):
         holder = f"another machine to finish refreshing ({self.location})"
         try:
             left = max(deadline - time.monotonic(), 0.0)
-            if _wait_for(take, done_elsewhere, left, holder, self.pause, self.poll_interval):
+            if _wait_for(take, done_elsewhere, left, holder, self.pause, *self.wake_interval):
                 self._held = taken[-1]
                 return _FleetLock(local, taken[-1], self)
         except BaseException:
