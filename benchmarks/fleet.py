@@ -48,7 +48,7 @@ from pathlib import Path
 # a listen backlog of 128.
 from bench import (
     TARGET_IN_PROCESS_US,
-    TARGET_SCALE_RATIO,
+    TARGET_FLEET_RATIO,
     TARGET_SPREAD_MS,
     child_env,
     machine_info,
@@ -395,8 +395,8 @@ def bench_races(
     wall = statistics.median(run.wall for run in expired) / fresh.wall
     last = statistics.median(run.last_token for run in expired) / fresh.last_token
     out.append(
-        f"   ratio 1. / 2.: wall {wall:.2f} {verdict(wall, TARGET_SCALE_RATIO)}"
-        f" (target <= {TARGET_SCALE_RATIO:g}), last return {last:.2f};"
+        f"   ratio 1. / 2.: wall {wall:.2f} {verdict(wall, TARGET_FLEET_RATIO)}"
+        f" (target <= {TARGET_FLEET_RATIO:g}), last return {last:.2f};"
         f" 1 POST and every process correct: {'yes' if ok else 'NO'}"
     )
     per: Counter[str] = Counter()
