@@ -47,8 +47,8 @@ from pathlib import Path
 # bench.py puts the working tree and tests/ first on sys.path, and gives every TokenServer
 # a listen backlog of 128.
 from bench import (
-    TARGET_IN_PROCESS_US,
     TARGET_FLEET_RATIO,
+    TARGET_IN_PROCESS_US,
     TARGET_SPREAD_MS,
     child_env,
     machine_info,
