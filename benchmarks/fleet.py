@@ -472,8 +472,9 @@ def wake_up(herds: dict[tuple[int, int], list[Race]]) -> list[str]:
             )
     out.append(f"   target <= {TARGET_WAKE_MS:g} ms: " + "; ".join(verdicts))
     out.append(
-        "   commit: the refresher's 'refresh succeeded; storing it' log line, then its outbox and one Redis command"
-        " before it;\n   noticing: its 'adopted from a peer' or 'skipped: a peer already"
+        "   commit: the refresher's 'refresh succeeded; storing it' log line (its outbox is on"
+        " disk; its one Redis commit follows);\n   noticing: its 'adopted from a peer' or"
+        " 'skipped: a peer already"
         " refreshed' line"
     )
     return out
