@@ -906,7 +906,8 @@ def _decide(
         return _Action.ADOPT, 0.0, None
     # Not adopted: a peer may have written tokens that already expired; refresh from
     # its refresh token, not ours.  What peers said counts only while it is stored.
-    if state.fingerprint != _fingerprint(current.refresh_token):
+    # (No state, no digest: hashlib is a 2 ms import every process of a herd would pay.)
+    if not state.fingerprint or state.fingerprint != _fingerprint(current.refresh_token):
         return _Action.POST, 0.0, None
     if state.reason is not None:
         return _Action.FAIL, 0.0, PermanentRefreshError(state.reason)
