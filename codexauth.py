@@ -33,6 +33,7 @@ when a refresh, a lock or an adapter needs them.
 
 from __future__ import annotations
 
+import _thread
 import binascii
 import contextlib
 import enum
@@ -40,7 +41,6 @@ import errno
 import json
 import os
 import sys
-import threading
 import time
 import types
 from datetime import datetime, timezone
@@ -1589,18 +1589,19 @@ class FileStore(Store):
 # The refresh lock ############################################################
 
 
-_thread_locks: dict[str, threading.Lock] = {}
-_thread_locks_guard = threading.Lock()
+# _thread's locks, not threading's: threading is an import the warm path need not pay.
+_thread_locks: dict[str, _thread.LockType] = {}
+_thread_locks_guard = _thread.allocate_lock()
 # Lock files this process has open; a forked child closes its copies (see
 # _after_fork_in_child).  The guard spans each open-lock-register and
 # unregister-close, and fork() waits for it, so no descriptor slips past.
 _held_files: set[int] = set()
-_held_files_guard = threading.Lock()
+_held_files_guard = _thread.allocate_lock()
 
 
-def _thread_lock(path: str) -> threading.Lock:
+def _thread_lock(path: str) -> _thread.LockType:
     with _thread_locks_guard:
-        return _thread_locks.setdefault(path, threading.Lock())
+        return _thread_locks.setdefault(path, _thread.allocate_lock())
 
 
 def _after_fork_in_child() -> None:
@@ -1618,8 +1619,8 @@ def _after_fork_in_child() -> None:
             os.close(fd)
     _held_files.clear()
     _thread_locks.clear()
-    _thread_locks_guard = threading.Lock()
-    _held_files_guard = threading.Lock()  # held by the forking thread: a new one
+    _thread_locks_guard = _thread.allocate_lock()
+    _held_files_guard = _thread.allocate_lock()  # held by the forking thread: a new one
 
 
 if hasattr(os, "register_at_fork"):
@@ -1904,6 +1905,8 @@ class _Watchdog:
     """
 
     def __init__(self, response: requests.Response, deadline: float) -> None:
+        import threading  # deferred: only a request starts a thread
+
         self._response = response
         self._sock = _response_socket(response)
         self._deadline = deadline
@@ -2181,6 +2184,7 @@ def _interrupts_deferred() -> Generator[None, None, None]:
     installed its own handler keeps it.
     """
     import signal
+    import threading
 
     if threading.current_thread() is not threading.main_thread() or (
         signal.getsignal(signal.SIGINT) is not signal.default_int_handler
@@ -4396,6 +4400,8 @@ def _demo(processes: int) -> int:
 
     posts: list[str] = []
     valid = {"demo-refresh-0"}
+    import threading  # deferred: only the demo serves
+
     guard = threading.Lock()
 
     class Endpoint(BaseHTTPRequestHandler):
