@@ -6,8 +6,8 @@
 One invocation measures, and prints as a plain-text table:
 
 1. the warm path as a whole process: ``python -m codexauth token`` with a valid token
-   against ``python -c "import requests, portalocker, platformdirs"`` and
-   ``python -c "import json"``, interleaved, plus a check that it imported none of the three;
+   against ``python -c "import requests, platformdirs"`` (what a refresh imports) and
+   ``python -c "import json"``, interleaved, plus a check that it imported neither;
 2. the warm path in process: repeated ``CodexAuth.get_token()`` and ``codexauth.get_token()``;
 3. waiters: 12 processes released together on an expired token, server answering slowly;
 4. scale: N processes released together on an expired token, codexauth against a naive
@@ -57,7 +57,7 @@ import codexauth  # noqa: E402
 # connection resets that a real endpoint does not give. Every TokenServer here gets 128.
 support.ThreadingHTTPServer.request_queue_size = 128
 
-EAGER = ("requests", "portalocker", "platformdirs")
+EAGER = ("requests", "platformdirs")  # portalocker too, on Windows only
 CHILD_TIMEOUT = 60.0  # seconds for any one child process or race
 WAITERS = 12
 
@@ -433,7 +433,7 @@ def bench_waiters(tmp: str, pyc_dir: str, repeats: int, delay: float) -> list[st
         f"server delay {delay:g} s ({repeats} repeats)"
     ]
     # The refresh imports are paid before the barrier: this measures waking, not importing.
-    script = _CODEXAUTH_CHILD.format(pre_import="import portalocker, requests")
+    script = _CODEXAUTH_CHILD.format(pre_import="import requests")
     # The same herd with nothing to wait for: how far apart as many processes finish on
     # this machine, now, when they all become runnable at once.
     herd = _CODEXAUTH_CHILD.format(pre_import="")

@@ -377,7 +377,7 @@ def test_unreachable_endpoint_is_transient(
 def test_hung_endpoint_times_out_and_frees_the_lock(
     codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
 ) -> None:
-    import portalocker
+    import fcntl
 
     path = auth_json(access_exp=time.time() - 60)
     before = path.read_bytes()
@@ -390,8 +390,8 @@ def test_hung_endpoint_times_out_and_frees_the_lock(
     assert token_server.post_count == 1
     # Nobody holds the lock: another open file description takes it at once.
     with open(codex_home / "auth.lock", "rb") as f:
-        portalocker.lock(f, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING)
-        portalocker.unlock(f)
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # flock(2), as the Codex CLI takes it
+        fcntl.flock(f, fcntl.LOCK_UN)
     # And the next refresh (past the shared backoff) goes through.
     token_server.hang = False
     later = CodexAuth(codex_home, lock_timeout=2, now=lambda: time.time() + 6)
@@ -918,13 +918,13 @@ def test_adopts_tokens_a_peer_wrote_after_our_snapshot(
 def test_adopts_tokens_a_peer_wrote_while_we_waited_for_the_lock(
     codex_home: Path, auth_json: Callable[..., Path], token_server: TokenServer
 ) -> None:
-    import portalocker
+    import fcntl
 
     path = auth_json(access_exp=time.time() - 60)
     auth = CodexAuth(codex_home, lock_timeout=GUARD)
     # Another process holds the refresh lock, so our refresh waits for it.
     with open(codex_home / "auth.lock", "a+b") as held:
-        portalocker.lock(held, portalocker.LockFlags.EXCLUSIVE)
+        fcntl.flock(held, fcntl.LOCK_EX)
         outcome: dict[str, Any] = {}
         waiter = threading.Thread(target=lambda: outcome.update(v=auth.get_token()), daemon=True)
         waiter.start()
