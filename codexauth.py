@@ -2072,7 +2072,7 @@ def _require_packages(what: str, names: tuple[str, ...]) -> None:
 
 def _refresh_packages() -> tuple[str, ...]:
     """What a refresh imports beyond the standard library (README: Vendoring)."""
-    # requests for the POST; platformdirs for the pending copy's runtime directory;
+    # requests for the POST; platformdirs for the outbox's runtime directory;
     # portalocker for the lock where there is no flock.
     if os.name == "posix":
         return ("requests", "platformdirs")
@@ -2343,7 +2343,8 @@ class CodexAuth:
         """The token to send and its ChatGPT account id, from one snapshot."""
         snapshot = self._require()
         if self._outbox_due:
-            snapshot = self._settled()
+            with contextlib.suppress(LockTimeoutError):  # a peer is at it: it settles it
+                snapshot = self._settled()
         auth = snapshot.auth
         if self._mode(snapshot) is AuthMode.API_KEY:
             assert auth.openai_api_key is not None  # the mode rule says so
