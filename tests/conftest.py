@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -168,3 +170,20 @@ def codex_bin() -> Path:
         )
     assert binary is not None
     return binary
+
+
+@pytest.fixture(scope="session")
+def strace() -> str:
+    """strace with fault injection, able to trace a child here; skipped where it is not
+    (except in CI, which fails)."""
+    path = shutil.which("strace")
+    _require(path is not None, "strace is not installed (apt-get install strace)")
+    assert path is not None
+    probe = subprocess.run(
+        [path, "-f", "-qq", "-o", os.devnull, "-e", "inject=?pwrite64:error=EIO", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    _require(probe.returncode == 0, f"strace cannot trace here: {probe.stderr.strip()[:200]}")
+    return path

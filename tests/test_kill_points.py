@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -85,23 +84,6 @@ def _require(found: bool, missing: str) -> None:
     if _in_ci():
         pytest.fail(f"{missing}; CI must install it", pytrace=False)
     pytest.skip(missing)
-
-
-@pytest.fixture(scope="module")
-def strace() -> str:
-    """strace with fault injection, able to trace a child here; skipped where it is not
-    (except in CI, which fails)."""
-    path = shutil.which("strace")
-    _require(path is not None, "strace is not installed (apt-get install strace)")
-    assert path is not None
-    probe = subprocess.run(
-        [path, "-f", "-qq", "-o", os.devnull, "-e", "inject=?pwrite64:error=EIO", "true"],
-        capture_output=True,
-        text=True,
-        timeout=CHILD_TIMEOUT,
-    )
-    _require(probe.returncode == 0, f"strace cannot trace here: {probe.stderr.strip()[:200]}")
-    return path
 
 
 # Running a refresh under strace ##############################################

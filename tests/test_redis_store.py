@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,7 +25,6 @@ from types import ModuleType
 from typing import Any, Callable
 
 import pytest
-from conftest import _require
 from redis_server import RedisServer
 from support import (
     EXPIRED_MESSAGE,
@@ -172,6 +170,21 @@ def client(redis_py: ModuleType, url: str) -> Any:
 def fields(r: Any, namespace: str = "default") -> dict[bytes, bytes]:
     found: dict[bytes, bytes] = r.hgetall(LOGIN_KEY % namespace)
     return found
+
+
+def assert_one_post_reached_both(
+    token_server: TokenServer, store: Any, holder: Any, waiter: Any
+) -> None:
+    """rt-0 was POSTed once, both processes exited 0 with its answer, and Redis holds it."""
+    holder_code, holder_out, holder_err = reap(holder)
+    waiter_code, waiter_out, waiter_err = reap(waiter)
+    assert (holder_code, waiter_code) == (0, 0), (holder_err[-300:], waiter_err[-300:])
+    assert posts_with(token_server, "rt-0") == 1
+    assert token_server.post_count == 1
+    new = issued(token_server)
+    assert (fp(holder_out.decode().strip()), fp(waiter_out.decode().strip())) == (new, new)
+    assert fp(stored_tokens(store)["access_token"]) == new
+    assert fp(stored_tokens(store)["refresh_token"]) == issued(token_server, "refresh_token")
 
 
 def stored_tokens(r: Any, namespace: str = "default") -> dict[str, Any]:
@@ -364,16 +377,7 @@ def test_paused_holder_past_its_lock_ttl_no_second_post(
         assert token_server.post_count == 1
     finally:
         holder.send_signal(signal.SIGCONT)
-    holder_code, holder_out, holder_err = reap(holder)
-    waiter_code, waiter_out, waiter_err = reap(waiter)
-
-    assert (holder_code, waiter_code) == (0, 0), (holder_err[-300:], waiter_err[-300:])
-    assert posts_with(token_server, "rt-0") == 1
-    assert token_server.post_count == 1
-    new = issued(token_server)
-    assert (fp(holder_out.decode().strip()), fp(waiter_out.decode().strip())) == (new, new)
-    assert fp(stored_tokens(store)["access_token"]) == new
-    assert fp(stored_tokens(store)["refresh_token"]) == issued(token_server, "refresh_token")
+    assert_one_post_reached_both(token_server, store, holder, waiter)
 
 
 # 5. Redis stopped mid-herd, then restarted #####################################
@@ -938,16 +942,7 @@ def test_lapsed_holder_commits_while_the_next_lock_holder_reads(
         if holder is not None:
             holder.send_signal(signal.SIGCONT)
     assert holder is not None
-    holder_code, holder_out, holder_err = reap(holder)
-    waiter_code, waiter_out, waiter_err = reap(waiter)
-
-    assert (holder_code, waiter_code) == (0, 0), (holder_err[-300:], waiter_err[-300:])
-    assert posts_with(token_server, "rt-0") == 1
-    assert token_server.post_count == 1
-    new = issued(token_server)
-    assert (fp(holder_out.decode().strip()), fp(waiter_out.decode().strip())) == (new, new)
-    assert fp(stored_tokens(store)["access_token"]) == new
-    assert fp(stored_tokens(store)["refresh_token"]) == issued(token_server, "refresh_token")
+    assert_one_post_reached_both(token_server, store, holder, waiter)
 
 
 # 13.2 A holder stopped past its flight: "reused" is not a verdict within REUSE_WINDOW
@@ -1373,22 +1368,6 @@ def test_waiters_finish_once_the_commit_lands(
 
 
 # 13.10 A holder killed between its announcement and its request
-
-
-@pytest.fixture(scope="module")
-def strace() -> str:
-    """strace able to inject a signal into a child here (skipped where it is not)."""
-    path = shutil.which("strace")
-    _require(path is not None, "strace is not installed (apt-get install strace)")
-    assert path is not None
-    probe = subprocess.run(
-        [path, "-f", "-qq", "-o", os.devnull, "-e", "inject=?pwrite64:error=EIO", "true"],
-        capture_output=True,
-        text=True,
-        timeout=CHILD_TIMEOUT,
-    )
-    _require(probe.returncode == 0, f"strace cannot trace here: {probe.stderr.strip()[:200]}")
-    return path
 
 
 def connect_to(strace: str, fleet: Fleet, port: int, *args: str) -> int:
