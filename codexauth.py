@@ -4209,9 +4209,12 @@ def _main(argv: list[str] | None) -> int:
 
 
 class _OneLine:
-    """A dependency's log record as one line, without what its arguments may carry."""
+    """A dependency's log record as one line, without what its arguments may carry; our
+    own records are left to our handler."""
 
     def filter(self, record: Any) -> bool:
+        if record.name == "codexauth" or record.name.startswith("codexauth."):
+            return False
         first = (str(record.msg).splitlines() or [""])[0][:160]
         record.msg, record.args = f"({record.name}) {first}", None
         return True
@@ -4219,20 +4222,22 @@ class _OneLine:
 
 def _log_verbosely() -> None:
     """--verbose: codexauth's own lines, and a dependency's warnings only as one line of
-    its message's text (redis-py's can span lines and name its connection)."""
+    its message's text (redis-py's can span lines and name its connection).  Once per
+    process: main() may run many times in one."""
     import logging
 
+    root, own = logging.getLogger(), logging.getLogger("codexauth")
+    if any(isinstance(f, _OneLine) for h in root.handlers for f in h.filters):
+        return
     ours = logging.StreamHandler(sys.stderr)
     ours.setFormatter(logging.Formatter("codexauth: %(message)s"))
-    own = logging.getLogger("codexauth")
     own.setLevel(logging.DEBUG)
     own.addHandler(ours)
-    own.propagate = False
     theirs = logging.StreamHandler(sys.stderr)
     theirs.setFormatter(logging.Formatter("codexauth: %(message)s"))
     theirs.addFilter(_OneLine())
-    logging.getLogger().addHandler(theirs)
-    logging.getLogger().setLevel(logging.WARNING)
+    root.addHandler(theirs)
+    root.setLevel(logging.WARNING)
 
 
 def _run(args: Any) -> int:
