@@ -1,4 +1,5 @@
-"""A model of codexauth's refresh protocol as /work/DESIGN.md redesigns it (issues 15, 16, 17).
+"""A model of codexauth's refresh protocol: an outbox, a token-keyed commit and one decision
+(issues 15, 16, 17; README: "How it works" and "The model").
 
 Every action below names, in a comment, the codexauth function it models; a change to the
 protocol shows which action must change in the same commit.  Actors: codexauth processes on the
@@ -56,9 +57,9 @@ class Variant:
     exhausted_trusted_without_reread: bool = False  # issue 15 item 7
     redis_two_round_trips: bool = False  # issue 17 item 1
     redis_commit_on_version: bool = False  # issue 17 items 3, 4
-    # DESIGN.md as written, where the model found it wrong (see test_model.py):
+    # The protocol's first draft, where the model found it wrong (see test_model.py):
     empty_store_drops_outbox: bool = False  # _settle/commit: "no login -> DROP" on Redis too
-    strict_i1: bool = False  # I1 without the client-timeout window DESIGN.md does not name
+    strict_i1: bool = False  # I1 without the client-timeout window the first draft did not name
 
 
 @dataclass(frozen=True)

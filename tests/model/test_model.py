@@ -13,8 +13,9 @@ Measured on 2 cores, CPython 3.11 (states, largest depth, wall seconds):
     (e) redis: 3 machines, lapse, restart, 5xx, timeout:  87,754 states, depth 34, 1.6 s
 
 Each old-behaviour switch is found, as a shortest trace, with the invariant it breaks.  The
-findings against DESIGN.md itself are tests too (test_design_md_*): they assert the model finds
-them, so fixing the design turns them red and they must then move to the CI set.
+findings against the protocol's first draft and its named windows are tests too
+(test_first_draft_finding_is_still_there): they assert the model finds them, so closing one
+turns it red and it must then move to the CI set.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def test_traces_are_shortest() -> None:
     assert len(result.violation.trace) == 17
 
 
-# Where DESIGN.md as written breaks an invariant (see the report for each).
+# Where the protocol's first draft breaks an invariant, or a named window does (README).
 FINDINGS = [
     pytest.param(
         Config(
@@ -197,7 +198,7 @@ FINDINGS = [
 
 
 @pytest.mark.parametrize(("config", "invariant", "step"), FINDINGS)
-def test_design_md_finding_is_still_there(config: Config, invariant: str, step: str) -> None:
+def test_first_draft_finding_is_still_there(config: Config, invariant: str, step: str) -> None:
     result = run(config)
     assert result.violation is not None, "fixed in the design? move the configuration to CI"
     assert result.violation.invariant == invariant
