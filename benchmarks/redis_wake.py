@@ -5,8 +5,8 @@ keyspace notifications against polling, on a real redis-server.
     python benchmarks/redis_wake.py --waiters 16 --rounds 100
 
 Each way starts its waiter processes (each stands for a machine: one connection for the
-wake-up, one for reads), then commits with the compare-and-set script of the design in
-/work/notes/redis.md, one commit every 100-150 ms. Latency is from just before the commit
+wake-up, one for reads), then commits with a compare-and-set script like codexauth's,
+one commit every 100-150 ms. Latency is from just before the commit
 is sent to when a waiter has read the new version back: the wake-up plus the one read a
 real waiter does after it. CLOCK_MONOTONIC is one clock for every process on a machine.
 Needs redis-py and redis-server; everything stays on 127.0.0.1.
