@@ -43,12 +43,12 @@ import os
 import sys
 import time
 import types
-from datetime import datetime, timezone
 
 # Not `from typing import TYPE_CHECKING`: importing typing costs start-up time.
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+    from datetime import datetime
     from typing import IO, Any, Union
 
     import httpx
@@ -321,10 +321,11 @@ class _Record:
     """Equality and a repr that never shows the fields named in `_secret`."""
 
     __slots__: tuple[str, ...] = ()
+    _fields: tuple[str, ...] = ()  # when they are not the slots
     _secret: tuple[str, ...] = ()
 
     def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
+        return tuple(getattr(self, name) for name in self._fields or self.__slots__)
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and self._values() == other._values()
@@ -333,7 +334,7 @@ class _Record:
 
     def __repr__(self) -> str:
         fields = []
-        for name, value in zip(self.__slots__, self._values()):
+        for name, value in zip(self._fields or self.__slots__, self._values()):
             shown = "<redacted>" if name in self._secret and value else repr(value)
             fields.append(f"{name}={shown}")
         return f"{type(self).__name__}({', '.join(fields)})"
@@ -384,7 +385,8 @@ class TokenData(_Record):
 class AuthDotJson(_Record):
     """The whole of auth.json; `extra` keeps top-level keys we do not know."""
 
-    __slots__ = ("openai_api_key", "tokens", "last_refresh", "extra")
+    __slots__ = ("openai_api_key", "tokens", "_last_refresh", "extra")
+    _fields = ("openai_api_key", "tokens", "last_refresh", "extra")
     _secret = ("openai_api_key", "extra")
 
     def __init__(
@@ -396,8 +398,27 @@ class AuthDotJson(_Record):
     ) -> None:
         self.openai_api_key = openai_api_key
         self.tokens = tokens
-        self.last_refresh = last_refresh
+        # A datetime, or microseconds since the epoch as parsed, made one when asked.
+        self._last_refresh: datetime | int | None = last_refresh
         self.extra = {} if extra is None else extra
+
+    @property
+    def last_refresh(self) -> datetime | None:
+        """When the tokens were last refreshed, as an aware datetime."""
+        if isinstance(self._last_refresh, int):
+            self._last_refresh = _moment(self._last_refresh)
+        return self._last_refresh
+
+    @last_refresh.setter
+    def last_refresh(self, value: datetime | None) -> None:
+        self._last_refresh = value
+
+    def _refreshed_at(self) -> float | None:
+        """`last_refresh` in seconds since the epoch, without importing datetime."""
+        value = self._last_refresh
+        if value is None or isinstance(value, int):
+            return None if value is None else value / _US
+        return value.timestamp()
 
     @property
     def mode(self) -> AuthMode | None:
@@ -483,31 +504,83 @@ def parse_id_token(raw_jwt: str) -> IdTokenInfo:
     )
 
 
-def _parse_rfc3339(text: str) -> datetime:
-    """An RFC 3339 timestamp with 0-9 fractional digits and any offset, as UTC."""
-    if len(text) < 20 or text[10] not in "Tt ":
+# Timestamps are microseconds since the epoch until something needs a datetime:
+# importing datetime costs a warm `codexauth token` a millisecond it does not need.
+_DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_US = 1_000_000
+# datetime's range, 0001-01-01 to 9999-12-31, in microseconds since the epoch.
+_EARLIEST_US = int(_EARLIEST_EXP) * _US
+_LATEST_US = 253402300800 * _US - 1
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
+
+
+def _digits(text: str, start: int, end: int) -> int:
+    part = text[start:end]
+    if not (part.isascii() and part.isdigit()):
         raise ValueError("not an RFC 3339 timestamp")
-    base, rest = text[:19], text[19:]
-    fraction = ""
+    return int(part)
+
+
+def _parse_rfc3339(text: str) -> int:
+    """An RFC 3339 timestamp with 0-9 fractional digits and any offset, in microseconds
+    since the epoch; ValueError for anything else, or outside datetime's years 1-9999."""
+    if (
+        len(text) < 20
+        or text[10] not in "Tt "
+        or text[4] + text[7] + text[13] + text[16] != "--::"
+    ):
+        raise ValueError("not an RFC 3339 timestamp")
+    year, month, day = _digits(text, 0, 4), _digits(text, 5, 7), _digits(text, 8, 10)
+    hour, minute, second = _digits(text, 11, 13), _digits(text, 14, 16), _digits(text, 17, 19)
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    days_in_month = 29 if month == 2 and leap else _DAYS_IN_MONTH[(month - 1) % 12]
+    if not (year >= 1 and 1 <= month <= 12 and 1 <= day <= days_in_month):
+        raise ValueError("no such date")
+    if hour > 23 or minute > 59 or second > 59:  # no leap seconds, as datetime
+        raise ValueError("no such time")
+    rest, micros = text[19:], 0
     if rest.startswith("."):
         digits = len(rest) - len(rest[1:].lstrip("0123456789")) - 1
-        fraction, rest = rest[1 : 1 + digits], rest[1 + digits :]
-        if not 1 <= len(fraction) <= 9:
+        if not 1 <= digits <= 9:
             raise ValueError("bad fractional seconds")
+        micros = int(f"{rest[1 : 1 + digits]:0<6}"[:6])  # nanoseconds are truncated
+        rest = rest[1 + digits :]
     if rest in ("Z", "z"):
-        offset = "+00:00"
+        offset = 0
     elif len(rest) == 6 and rest[0] in "+-" and rest[3] == ":":
-        offset = rest
+        hours, minutes = _digits(rest, 1, 3), _digits(rest, 4, 6)
+        if hours > 23 or minutes > 59:
+            raise ValueError("bad UTC offset")
+        offset = (hours * 60 + minutes) * (-60 if rest[0] == "-" else 60)
     else:
         raise ValueError("missing or bad UTC offset")
-    # fromisoformat takes at most microseconds; nanoseconds are truncated.
-    micros = f".{fraction[:6]:0<6}" if fraction else ""
-    parsed = datetime.fromisoformat(f"{base[:10]}T{base[11:]}{micros}{offset}")
-    return parsed.astimezone(timezone.utc)
+    seconds = _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
+    moment = (seconds - offset) * _US + micros
+    if not _EARLIEST_US <= moment <= _LATEST_US:
+        raise ValueError("outside years 1-9999")
+    return moment
+
+
+def _moment(micros: int) -> datetime:
+    """Microseconds since the epoch as an aware UTC datetime."""
+    from datetime import datetime, timedelta, timezone
+
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=micros)
 
 
 def _format_rfc3339(moment: datetime) -> str:
     """UTC with microseconds and a `Z`, the form Codex writes."""
+    from datetime import timezone
+
     # isoformat, not strftime: glibc's %Y does not zero-pad years before 1000.
     utc = moment.astimezone(timezone.utc).replace(tzinfo=None)
     return utc.isoformat(timespec="microseconds") + "Z"
@@ -559,12 +632,14 @@ def _auth_from_json(data: Any) -> AuthDotJson:
     raw_refresh = _expect_str(data.get("last_refresh"), "last_refresh", nullable=True)
     try:
         last_refresh = None if raw_refresh is None else _parse_rfc3339(raw_refresh)
-    except (ValueError, OverflowError):
+    except ValueError:
         raise ValueError("last_refresh is not an RFC 3339 timestamp") from None
     extra = {
         k: v for k, v in data.items() if k not in ("OPENAI_API_KEY", "tokens", "last_refresh")
     }
-    return AuthDotJson(api_key, tokens, last_refresh, extra)
+    auth = AuthDotJson(api_key, tokens, None, extra)
+    auth._last_refresh = last_refresh
+    return auth
 
 
 class _TornReadError(ValueError):
@@ -776,7 +851,7 @@ class _Snapshot:
         self.replaces = replaces
         tokens = auth.tokens
         self.access_exp = None if tokens is None else _jwt_expiry(tokens.access_token)
-        self.last_refresh = None if auth.last_refresh is None else auth.last_refresh.timestamp()
+        self.last_refresh = auth._refreshed_at()
 
 
 def _chatgpt_tokens(snapshot: _Snapshot | None) -> TokenData | None:
@@ -2330,6 +2405,8 @@ class CodexAuth:
 
     def access_token_expiry(self) -> datetime | None:
         """When the stored access token expires, if it says."""
+        from datetime import datetime, timezone
+
         exp = self._require().access_exp
         return None if exp is None else datetime.fromtimestamp(exp, timezone.utc)
 
@@ -2607,9 +2684,8 @@ class CodexAuth:
             raise
         now = self._now()
         refreshed = _merge_tokens(tokens, fields)
-        new = AuthDotJson(
-            old.openai_api_key, refreshed, datetime.fromtimestamp(now, timezone.utc), old.extra
-        )
+        new = AuthDotJson(old.openai_api_key, refreshed, None, old.extra)
+        new._last_refresh = round(now * _US)
         # A new token's `iat` tells how far this machine's clock is off (kept below).
         skew = _clock_skew(refreshed.access_token, now) if "access_token" in fields else None
         # Never a success that leaves no working token (a 2xx without one): the
@@ -2617,7 +2693,7 @@ class CodexAuth:
         known_skew = self.store.clock_skew() if skew is None else skew
         usable = _freshness(_jwt_expiry(refreshed.access_token), None, now - known_skew)
         if not usable.still_valid:
-            new.last_refresh = old.last_refresh
+            new._last_refresh = old._last_refresh
         record = _OutboxRecord(spent, _account(tokens), new)
         with _interrupts_deferred():
             self.store.outbox.put(record)  # first: the answer is the only copy until then
@@ -3712,7 +3788,7 @@ class RedisStore(Store):
         info: dict[str, Any] = {"store": _redact_url(self.url), "namespace": self.namespace}
         host, pid, at = (self._fields.get(k) for k in (b"by_host", b"by_pid", b"by_at"))
         if host and pid and at:
-            when = datetime.fromtimestamp(int(at), timezone.utc)
+            when = _moment(int(at) * _US)
             info["last_refreshed_by"] = f"{host.decode('utf-8', 'replace')} pid {pid.decode()}"
             info["last_refreshed_at"] = _format_rfc3339(when)
         warnings = self._durability_warnings()
@@ -3973,7 +4049,7 @@ def _print_status(info: dict[str, Any], store: Store) -> None:
             continue
         shown = ("yes" if value else "no") if isinstance(value, bool) else _printable(value)
         if key in ("access_token_expires_at", "last_refresh", "last_refreshed_at"):
-            shown = f"{value} ({_relative(_parse_rfc3339(value).timestamp() - time.time())})"
+            shown = f"{value} ({_relative(_parse_rfc3339(value) / _US - time.time())})"
         print(f"{label + ':':<19}{shown}")
     for warning in info.get("warnings", []):
         print(f"{'Warning:':<19}{_printable(warning)}")
@@ -4450,7 +4526,9 @@ def _demo(processes: int) -> int:
                 "demo-refresh-0",
                 "demo-account",
             )
-            save_auth(home, AuthDotJson(tokens=expired, last_refresh=datetime.now(timezone.utc)))
+            save_auth(
+                home, AuthDotJson(tokens=expired, last_refresh=_moment(round(time.time() * _US)))
+            )
             env = dict(os.environ, CODEX_HOME=home)
             env[REFRESH_TOKEN_URL_OVERRIDE_ENV_VAR] = (
                 f"http://127.0.0.1:{server.server_port}/oauth/token"
@@ -4487,5 +4565,19 @@ def _demo_jwt(claims: dict[str, Any]) -> str:
     return f"{encode({'alg': 'none', 'typ': 'JWT'})}.{encode(claims)}.c2ln"
 
 
+def _program() -> int:
+    """The `codexauth` program (console script, `-m`, a vendored copy run as a script):
+    main(), with nothing else in the process to serve."""
+    code = main()
+    # The interpreter's last collection walks every object alive, this module's
+    # thousands too: a millisecond or more of a warm `codexauth token`, for memory
+    # the exit returns anyway.  Only the program may do this: main() may run in a
+    # caller's process, whose garbage is theirs.
+    import gc
+
+    gc.freeze()
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_program())

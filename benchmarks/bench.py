@@ -5,9 +5,11 @@
 
 One invocation measures, and prints as a plain-text table:
 
-1. the warm path as a whole process: ``python -m codexauth token`` with a valid token
-   against ``python -c "import requests, platformdirs"`` (what a refresh imports) and
-   ``python -c "import json"``, interleaved, plus a check that it imported neither;
+1. the warm path as a whole process, in a fresh venv as users have one: ``codexauth
+   token`` (pip's wrapper), ``python -m codexauth token`` and a vendored copy run by
+   path, with a valid token, against ``python -c "import requests, platformdirs"``
+   (what a refresh imports) and ``python -c "import json"``, interleaved, plus a check
+   that it imported neither;
 2. the warm path in process: repeated ``CodexAuth.get_token()`` and ``codexauth.get_token()``;
 3. waiters: 12 processes released together on an expired token, server answering slowly;
 4. scale: N processes released together on an expired token, codexauth against a naive
@@ -143,10 +145,10 @@ report(tokens["access_token"])
 _CONSOLE_SCRIPT = """\
 import re
 import sys
-from codexauth import main
+from codexauth import _program
 if __name__ == "__main__":
     sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
-    sys.exit(main())
+    sys.exit(_program())
 """
 
 
@@ -262,93 +264,111 @@ def same(values: Sequence[Any]) -> str:
     return str(values[0]) if len(set(values)) == 1 else "/".join(map(str, values))
 
 
-def importtime(stderr: str) -> list[tuple[str, int]]:
-    """(module, cumulative µs) for each top-level import in `-X importtime` output."""
-    rows = []
+def importtime(stderr: str) -> dict[str, int]:
+    """{module: self µs} for every import, nested too, in `-X importtime` output."""
+    rows = {}
     for line in stderr.splitlines():
         parts = line.split("|")
         if line.startswith("import time:") and len(parts) == 3 and parts[1].strip().isdigit():
-            name = parts[2].rstrip()
-            rows.append((name.strip(), int(parts[1]), len(name) - len(name.lstrip())))
-    return [(name, cum) for name, cum, indent in rows if indent == 1]
+            rows[parts[2].strip()] = int(parts[0].split(":")[1])
+    return rows
 
 
 # 1. Warm path, whole process ###################################################
 
 
+def user_venv(tmp: str) -> Path:
+    """A fresh venv, as a user has after `pip install codexauth`: site runs, with nothing
+    in site-packages but a .pth line naming this tree (and, for `import requests`, this
+    interpreter's packages). Not this interpreter: an editable install's finder or a
+    coverage hook in its site-packages would import half the stdlib before either side
+    of the comparison starts."""
+    venv = Path(tmp) / "user-venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
+    )
+    python = venv / "bin" / "python"
+    packages = subprocess.run(
+        [str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
+    lines = [str(REPO_ROOT), *site.getsitepackages()]
+    (Path(packages) / "codexauth-bench.pth").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return python
+
+
 def bench_process(tmp: str, pyc_dir: str, runs: int) -> list[str]:
-    out = ["1. Warm path, whole process: median wall time, runs interleaved"]
+    out = ["1. Warm path, whole process: median wall time, runs interleaved, in a fresh venv"]
+    python = str(user_venv(tmp))
     with codex_home(tmp, "warm") as home:
         write_auth_json(home)  # an access token valid for an hour
         expected = fp(codexauth.load_auth_dot_json(home).tokens.access_token)
+        # What pip writes for the `codexauth` console script, run against this tree.
+        script = Path(tmp) / "codexauth-script.py"
+        script.write_text(_CONSOLE_SCRIPT, encoding="utf-8")
+        vendored = Path(tmp) / "vendored" / "codexauth.py"
+        vendored.parent.mkdir()
+        shutil.copy(REPO_ROOT / "codexauth.py", vendored)
         commands = {
-            "token": ["-m", "codexauth", "token"],
+            "script": [script, "token"],
+            "-m": ["-m", "codexauth", "token"],
+            "by-path": [vendored, "token"],
             "eager": ["-c", "import " + ", ".join(EAGER)],
             "json": ["-c", "import json"],
         }
         labels = {
-            "token": "python -m codexauth token",
+            "script": "codexauth token (pip's console-script wrapper)",
+            "-m": "python -m codexauth token",
+            "by-path": "python vendored/codexauth.py token",
             "eager": f'python -c "import {", ".join(EAGER)}"',
             "json": 'python -c "import json"',
         }
-        # What pip writes for the `codexauth` console script, run against this tree.
-        script = Path(tmp) / "codexauth-script.py"
-        script.write_text(_CONSOLE_SCRIPT, encoding="utf-8")
-        commands["script"] = [str(script), "token"]
-        labels["script"] = "codexauth token (pip's console-script wrapper)"
-        variants = {"site": [], "-S": ["-S"]}
-        envs = {
-            "site": child_env(home, codexauth.REFRESH_TOKEN_URL, pyc_dir),
-            "-S": child_env(home, codexauth.REFRESH_TOKEN_URL, pyc_dir, no_site=True),
-        }
-        times: dict[tuple[str, str], list[float]] = {
-            (v, k): [] for v in variants for k in commands
-        }
+        env = child_env(home, codexauth.REFRESH_TOKEN_URL, pyc_dir)
+        del env["PYTHONPATH"]  # the venv's .pth line finds the tree, after the stdlib
+        times: dict[str, list[float]] = {key: [] for key in commands}
         bad = []
         for i in range(runs + 2):  # two warm-up rounds fill the bytecode cache
-            for variant, flags in variants.items():
-                for key, args in commands.items():
-                    argv = [sys.executable, *flags, *args]
-                    elapsed, result = run_timed(argv, envs[variant])
-                    if result.returncode != 0:
-                        bad.append(f"{variant} {key}: exit {result.returncode}")
-                    if key == "token" and fp(result.stdout.strip()) != expected:
-                        bad.append(f"{variant} {key}: printed another token")
-                    if i >= 2:
-                        times[variant, key].append(elapsed)
+            for key, args in commands.items():
+                elapsed, result = run_timed([python, *map(str, args)], env)
+                if result.returncode != 0:
+                    bad.append(f"{key}: exit {result.returncode}")
+                if key in ("script", "-m", "by-path") and fp(result.stdout.strip()) != expected:
+                    bad.append(f"{key}: printed another token")
+                if i >= 2:
+                    times[key].append(elapsed)
 
         # The same commands once more, watched: which modules did they import?
         traced = {
-            (variant, key): run_timed(
-                [sys.executable, *flags, "-X", "importtime", *commands[key]], envs[variant]
-            )[1].stderr
-            for variant, flags in variants.items()
-            for key in ("token", "script", "json")
+            key: run_timed([python, "-X", "importtime", *map(str, commands[key])], env)[1].stderr
+            for key in ("script", "-m", "json")
         }
         lock_created = (home / codexauth.LOCK_FILE_NAME).exists()
 
     med = {key: statistics.median(values) * 1000 for key, values in times.items()}
-    out.append(f"   {'':<56}{'site':>10}{'-S':>10}")
     for key, label in labels.items():
-        cells = "".join(
-            f"{med[v, key]:>7.1f} ms" if (v, key) in med else f"{'':>10}" for v in variants
-        )
-        out.append(f"   {label:<56}{cells}")
-    for key, who in (("token", "-m"), ("script", "script")):
+        out.append(f"   {label:<56}{med[key]:>7.1f} ms")
+    for key, who in (("script", "script"), ("-m", "-m")):
         for name, other, target in (
             ("eager", "eager imports", TARGET_VS_EAGER),
             ("json", "import json", TARGET_VS_JSON),
         ):
-            ratios = {v: med[v, key] / med[v, name] for v in variants}
+            ratio = med[key] / med[name]
             out.append(
                 f"   {f'ratio {who} / {other}':<42}{f'target <= {target}':>14}"
-                + "".join(f"{ratios[v]:>6.2f} {verdict(ratios[v], target)}" for v in variants)
+                f"{ratio:>6.2f} {verdict(ratio, target)}"
             )
+    out.append(
+        f"   ratio by-path / import json (no target: Python compiles a script run by its"
+        f" path on every start) {med['by-path'] / med['json']:.2f}"
+    )
 
     # Every line, nested imports too: a dependency imported by a dependency still counts.
     every = {
         line.split("|")[2].strip().split(".")[0]
-        for (_, key), stderr in traced.items()
+        for key, stderr in traced.items()
         if key != "json"
         for line in stderr.splitlines()
         if line.startswith("import time:") and line.count("|") == 2
@@ -359,20 +379,17 @@ def bench_process(tmp: str, pyc_dir: str, runs: int) -> list[str]:
         f"; lock file created: {'yes' if lock_created else 'no'}"
         f"; token printed matches auth.json: {'no: ' + '; '.join(bad[:3]) if bad else 'yes'}"
     )
-    json_modules = {name for name, _ in importtime(traced["-S", "json"])}
-    extra = sorted(
-        (row for row in importtime(traced["-S", "token"]) if row[0] not in json_modules),
-        key=lambda row: -row[1],
-    )
-    out.append(
-        "   heaviest imports of -m beyond `import json` (-S, cumulative): "
-        + ", ".join(f"{name} {cum / 1000:.1f}" for name, cum in extra[:8])
-        + " ms"
-    )
-    out.append(
-        "   site: default interpreter start-up (runs site and every .pth file);"
-        " -S: without site, site-packages on PYTHONPATH"
-    )
+    by_json = importtime(traced["json"])
+    for key in ("script", "-m"):
+        extra = sorted(
+            ((name, us) for name, us in importtime(traced[key]).items() if name not in by_json),
+            key=lambda row: -row[1],
+        )
+        out.append(
+            f"   imports of {key} beyond `import json`, self time: "
+            + ", ".join(f"{name} {us / 1000:.1f}" for name, us in extra[:8])
+            + " ms"
+        )
     return out
 
 

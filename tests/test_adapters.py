@@ -475,7 +475,7 @@ def test_import_works_without_httpx_and_httpx_auth_says_why(codex_home: Path) ->
 # portalocker is a dependency only on Windows (setup.cfg), where no test runs.
 DEPENDENCIES = ("requests", "platformdirs", "httpx")
 # Each would cost a warm `codexauth token`.
-SLOW_STDLIB = ("logging", "dataclasses", "typing", "threading", "base64")
+SLOW_STDLIB = ("logging", "dataclasses", "typing", "threading", "base64", "datetime")
 FORBIDDEN = (*DEPENDENCIES, *SLOW_STDLIB)
 
 

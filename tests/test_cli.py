@@ -9,6 +9,7 @@ can show it.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import pty
@@ -37,6 +38,7 @@ from support import (
     make_jwt,
     py_env,
     read_doc,
+    run_py,
     write_auth_json,
 )
 
@@ -194,6 +196,35 @@ def test_token_json_gives_token_mode_and_expiry(
     assert doc["mode"] == "chatgpt"
     assert epoch(doc["expires_at"]) == exp
     assert scrub(err) == ""
+
+
+def test_main_in_a_callers_process_leaves_its_garbage_collector_alone(
+    codex_home: Path, token_server: TokenServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only the program (_program: console script, -m, a script) freezes the collector
+    before it exits; main() may run in a caller's long-lived process."""
+    write_auth_json(codex_home, access=access_token(time.time() + 3600))
+    frozen = gc.get_freeze_count()
+    assert codexauth.main(["token"]) == 0
+    assert gc.get_freeze_count() == frozen
+    capsys.readouterr()
+
+
+PROGRAM = "import codexauth, sys; sys.argv[1:] = [{!r}]; sys.exit(codexauth._program())"
+
+
+def test_the_program_exits_with_mains_code_and_output(codex_home: Path) -> None:
+    token = access_token(time.time() + 3600)
+    write_auth_json(codex_home, access=token)
+    ok = run_py(PROGRAM.format("header"), codex_home=codex_home)
+    assert (ok.returncode, ok.stderr, fp(ok.stdout)) == (
+        0,
+        "",
+        fp(f"Authorization: Bearer {token}\n"),
+    )
+    (codex_home / "auth.json").unlink()
+    gone = run_py(PROGRAM.format("token"), codex_home=codex_home)
+    assert (gone.returncode, gone.stdout) == (codexauth.EXIT_NOT_LOGGED_IN, "")
 
 
 def test_token_json_in_api_key_mode_has_no_expiry(
@@ -941,6 +972,9 @@ def test_warm_token_imports_no_dependency_and_takes_no_lock(
     }
     assert "json" in imported  # -X importtime did report what codexauth imports
     assert imported & {"requests", "portalocker", "platformdirs", "urllib3"} == set()
+    # Nor datetime, though auth.json has a last_refresh: it is parsed without it.
+    assert "last_refresh" in json.loads((codex_home / "auth.json").read_text())
+    assert "datetime" not in imported
     assert sorted(p.name for p in codex_home.iterdir()) == ["auth.json"]  # no auth.lock
     assert token_server.post_count == 0
 

@@ -767,7 +767,7 @@ def test_status_shows_store_namespace_and_who_refreshed_never_a_token(
     )
     assert info["access_token_fingerprint"] == codexauth._fingerprint(out.decode().strip())[:8]
     # Redis's clock, in whole seconds: the refresh's own time, not a placeholder.
-    at = codexauth._parse_rfc3339(info["last_refreshed_at"]).timestamp()
+    at = codexauth._parse_rfc3339(info["last_refreshed_at"]) / 1e6
     assert int(started) <= at <= ended
 
 
