@@ -186,10 +186,13 @@ TORN_READ_WINDOW = 0.05
 # one tick would otherwise look alike.
 RACY_STAT_WINDOW = 1.0
 
-# Lock waits poll this finely (portalocker's default is 0.25 s), so that
+# Waits for a peer poll this finely (portalocker's default is 0.25 s), so that
 # waiters wake together once a peer's refresh lands.
 LOCK_POLL_MIN = 0.001
 LOCK_POLL_MAX = 0.01
+# A wait for a refresh lock held in this machine's kernel is woken by its release
+# (_ReleaseWatch); it looks anyway this often, for what the kernel cannot tell.
+LOCK_WAKE_POLL = 0.1
 
 # Caps on what we read: auth.json is ~4 KiB, a token response smaller still.
 MAX_AUTH_FILE_BYTES = 1 << 20
@@ -1672,6 +1675,8 @@ _thread_locks_guard = _thread.allocate_lock()
 # unregister-close, and fork() waits for it, so no descriptor slips past.
 _held_files: set[int] = set()
 _held_files_guard = _thread.allocate_lock()
+# path -> a lock its watching thread releases once the holder lets go (_ReleaseWatch).
+_watchers: dict[str, _thread.LockType] = {}
 
 
 def _thread_lock(path: str) -> _thread.LockType:
@@ -1693,6 +1698,7 @@ def _after_fork_in_child() -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
     _held_files.clear()
+    _watchers.clear()  # their threads were not forked
     _thread_locks.clear()
     _thread_locks_guard = _thread.allocate_lock()
     _held_files_guard = _thread.allocate_lock()  # held by the forking thread: a new one
@@ -1809,13 +1815,14 @@ class _RefreshLock:
     def acquire(
         self, timeout: float, done_elsewhere: Callable[[], bool], store: Store | None = None
     ) -> bool:
-        """Take the lock; False if `done_elsewhere()` turns true while waiting (on
-        `store`'s wake-ups, where it has them)."""
+        """Take the lock; False if `done_elsewhere()` turns true while waiting: woken by
+        the holder's release, or by `store`'s wake-ups where it has them."""
         holder = f"another process to finish refreshing (it holds {self.paths[0]})"
-        if store is None:
-            return _wait_for(self._try_once, done_elsewhere, timeout, holder)
-        pause, wake = store.pause, store.wake_interval
-        return _wait_for(self._try_once, done_elsewhere, timeout, holder, pause, *wake)
+        if store is not None:
+            pause, wake = store.pause, store.wake_interval
+            return _wait_for(self._try_once, done_elsewhere, timeout, holder, pause, *wake)
+        pause = _ReleaseWatch(self.paths, self._threads).pause
+        return _wait_for(self._try_once, done_elsewhere, timeout, holder, pause)
 
     def _try_once(self) -> bool:
         if not self._threads.acquire(blocking=False):
@@ -1877,9 +1884,92 @@ class _RefreshLock:
     def release(self) -> None:
         if self._held:
             self._held = False
+            # The thread lock first: a thread the close wakes (_ReleaseWatch) finds it free.
+            self._threads.release()
             with _held_files_guard:
                 self._close_all()
-            self._threads.release()
+
+
+class _ReleaseWatch:
+    """Pauses in a lock wait that end the moment the holder lets go.
+
+    A shared flock() waits in the kernel while another open file holds the lock
+    exclusively, and the kernel grants it to every such waiter at once on release:
+    a herd waiting for one refresh spends no CPU looking (63 pollers took a third
+    of two cores from the one refreshing), and wakes together.  flock() has no
+    timeout, so a thread blocks in it, one per file per process, and holds the
+    shared lock only from its grant to its close.  A holder in this process is
+    waited for on its thread lock.  Where no holder is found (one in another kernel,
+    or one that let go a moment ago), a pause is a sleep.
+    """
+
+    def __init__(self, paths: list[str], threads: _thread.LockType) -> None:
+        # The real auth.json first: every codexauth holder locks it (auth.lock, not always).
+        self._paths = paths[::-1]
+        self._threads = threads
+        self._woken: _thread.LockType | None = None
+        self._pid = os.getpid()
+
+    def pause(self, seconds: float) -> None:
+        """Until the holder lets go, or LOCK_WAKE_POLL; `seconds` where none is found."""
+        if self._pid != os.getpid():  # a fork's child: the watching thread stayed behind
+            self._woken, self._pid = None, os.getpid()
+        if self._woken is None:
+            self._woken = _watch_release(self._paths)
+        if self._woken is None:
+            if not self._threads.locked():
+                time.sleep(seconds)  # no holder found: as polling always did
+            elif self._threads.acquire(timeout=seconds):  # a thread of ours, taking it
+                self._threads.release()
+        elif self._woken.acquire(timeout=max(seconds, LOCK_WAKE_POLL)):
+            self._woken.release()  # left released: every waiter on it wakes
+            self._woken = None  # the next pause watches the next holder
+
+
+def _watch_release(paths: list[str]) -> _thread.LockType | None:
+    """The watch on the first of `paths` another holds, started if need be; None when
+    none is held (or off POSIX)."""
+    if os.name != "posix":
+        return None
+    import fcntl
+
+    for path in paths:
+        with _held_files_guard:  # fork() waits: a child closes every fd registered
+            if path in _watchers:
+                return _watchers[path]
+            try:
+                fd = _open_regular(path, os.O_RDONLY | _O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                woken = _watchers[path] = _thread.allocate_lock()
+                woken.acquire()
+                _held_files.add(fd)
+                _thread.start_new_thread(_wait_for_release, (path, fd, woken))
+                return woken
+            except OSError:
+                pass
+            os.close(fd)  # not held: closing drops our shared lock
+    return None
+
+
+def _wait_for_release(path: str, fd: int, woken: _thread.LockType) -> None:
+    """The watching thread: block until the holder lets go, then let go at once."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError:
+        pass
+    finally:
+        with _held_files_guard:
+            if _watchers.get(path) is woken:
+                del _watchers[path]
+            _held_files.discard(fd)
+            os.close(fd)
+        woken.release()
 
 
 # Refresh client ##############################################################

@@ -608,6 +608,143 @@ def test_a_filesystem_without_locks_is_an_error_not_a_wait(
     assert token_server.post_count == 0
 
 
+# Waking lock waiters: the kernel tells them, no poll ###########################
+
+
+@contextlib.contextmanager
+def held_exclusively(*paths: Path) -> Iterator[list[int]]:
+    """Hold flock(LOCK_EX) on `paths` through open files of our own, as another process
+    would (flock belongs to the open file); let go on exit, or earlier by closing."""
+    import fcntl
+
+    fds = [os.open(path, os.O_RDONLY) for path in paths]
+    try:
+        for fd in fds:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield fds
+    finally:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def lock_in_thread(
+    store: codexauth.FileStore, looks: list[float]
+) -> tuple[threading.Thread, list[Any]]:
+    taken: list[Any] = []
+
+    def done_elsewhere() -> bool:
+        looks.append(time.monotonic())
+        return False
+
+    thread = threading.Thread(
+        target=lambda: taken.append(store.lock(CHILD_TIMEOUT, done_elsewhere))
+    )
+    thread.start()
+    return thread, taken
+
+
+@pytest.mark.skipif(os.name != "posix", reason="flock(2) is POSIX")
+@pytest.mark.parametrize("held", ["auth.lock and auth.json", "auth.lock only (the Codex CLI)"])
+def test_a_lock_wait_is_woken_by_the_release_not_by_a_poll(
+    codex_home: Path, monkeypatch: pytest.MonkeyPatch, held: str
+) -> None:
+    # Polls as far apart as 60 s: a wait that looks while the lock is held is polling.
+    monkeypatch.setattr(codexauth, "LOCK_WAKE_POLL", 60.0)
+    write_auth_json(codex_home)
+    (codex_home / "auth.lock").touch()
+    paths = [codex_home / "auth.lock"]
+    if held.startswith("auth.lock and"):
+        paths.append(codex_home / "auth.json")
+    looks: list[float] = []
+    with held_exclusively(*paths):
+        thread, taken = lock_in_thread(codexauth.FileStore(codex_home), looks)
+        wait_until(lambda: len(looks) >= 1)
+        time.sleep(0.3)
+        # Asleep in the kernel: one look, where polling from 1 ms up would have made 8.
+        assert taken == [] and len(looks) == 1
+        released = time.monotonic()
+    thread.join(CHILD_TIMEOUT)
+    assert taken and taken[0] is not None, "the lock was not taken"
+    taken[0].release()
+    assert time.monotonic() - released < CHILD_TIMEOUT / 2  # not the 60 s poll
+
+
+@pytest.mark.skipif(os.name != "posix", reason="flock(2) is POSIX")
+def test_waiting_threads_share_one_watch_and_leave_no_shared_lock_behind(
+    codex_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import _thread
+
+    monkeypatch.setattr(codexauth, "LOCK_WAKE_POLL", 60.0)
+    write_auth_json(codex_home)
+    (codex_home / "auth.lock").touch()
+    threads_before = _thread._count()
+    looks: list[float] = []
+    with held_exclusively(codex_home / "auth.lock", codex_home / "auth.json"):
+        waiters = [lock_in_thread(codexauth.FileStore(codex_home), looks) for _ in range(4)]
+        wait_until(lambda: len(looks) >= 4 and len(codexauth._watchers) == 1)
+        # The 4 waiters, and one thread watching auth.json for all of them.
+        assert _thread._count() == threads_before + 4 + 1
+    for _ in waiters:  # each in turn, each woken by the release before
+        wait_until(lambda: any(taken and taken[0] for _, taken in waiters))
+        holder = next(taken for _, taken in waiters if taken and taken[0])
+        holder[0].release()
+        holder[0] = None
+    for thread, taken in waiters:
+        thread.join(CHILD_TIMEOUT)
+        assert taken == [None]  # taken, and let go
+    wait_until(lambda: not codexauth._watchers and not codexauth._held_files)
+    # No shared lock lingers that would keep the Codex CLI from writing.
+    with held_exclusively(codex_home / "auth.lock", codex_home / "auth.json"):
+        pass
+
+
+FORK_DURING_A_WATCH = """
+import os, sys, time, codexauth
+home = os.environ["CODEX_HOME"]
+codexauth.LOCK_POLL_MIN = codexauth.LOCK_WAKE_POLL = 0.05
+store = codexauth.FileStore(home)
+pid = [None]
+def done_elsewhere():
+    if codexauth._watchers and pid[0] is None:
+        pid[0] = os.fork()
+        if pid[0] == 0:  # the child: lives on, holding nothing, until told
+            sys.stdin.read()
+            os._exit(0)
+        print("forked", flush=True)
+    return False
+lock = store.lock(60, done_elsewhere)
+lock.release()
+print("taken", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_child_forked_during_a_watch_keeps_no_shared_lock(codex_home: Path) -> None:
+    write_auth_json(codex_home)
+    (codex_home / "auth.lock").touch()
+    with held_exclusively(codex_home / "auth.lock", codex_home / "auth.json") as fds:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", FORK_DURING_A_WATCH],
+            env=py_env(codex_home),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == "forked\n"
+            for fd in fds:
+                os.close(fd)  # let go: the parent's watch takes and drops its shared lock
+            assert proc.stdout.readline() == "taken\n"
+            # The child is alive and still has its copies of whatever was open then.
+            with held_exclusively(codex_home / "auth.lock", codex_home / "auth.json"):
+                pass
+        finally:
+            proc.communicate("", timeout=CHILD_TIMEOUT)
+    assert proc.returncode == 0
+
+
 def test_lock_timeout_message_does_not_invite_deleting_the_lock(codex_home: Path) -> None:
     write_auth_json(codex_home, access=access_token(time.time() - 60))
     holder = subprocess.Popen(

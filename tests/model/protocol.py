@@ -354,7 +354,8 @@ class ProtocolModel:
 
         if pc in (READ, WAIT) or (pc == LOCK and not self._lock_free(w, i)):
             # CodexAuth._refresh's unlocked read (CodexAuth._read) and _decide; in WAIT,
-            # CodexAuth._await_peer polls the same read; in LOCK, Store.lock's done_elsewhere.
+            # CodexAuth._await_peer polls the same read; in LOCK, Store.lock's done_elsewhere,
+            # looked at any moment: on the holder's release (_ReleaseWatch), or a poll.
             if not self._readable(w):
                 return []
             login, _ = self._effective(w, i, p)
