@@ -154,3 +154,17 @@ def test_the_auth_json_example_is_a_chatgpt_login(tmp_path: Path) -> None:
     assert login.tokens is not None
     assert login.tokens.id_token.email == "you@example.com"
     assert login.tokens.account_id == "ACCOUNT-ID"
+
+
+def test_every_hand_mutant_still_finds_the_code_it_mutates() -> None:
+    """benchmarks/mutants.py names each mutant's code by its exact text: a refactor that
+    moves that text would leave the mutant measuring nothing, silently."""
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    try:
+        import mutants
+    finally:
+        sys.path.remove(str(REPO_ROOT / "benchmarks"))
+    source = (REPO_ROOT / "codexauth.py").read_text(encoding="utf-8")
+    stale = [m.id for m in mutants.MUTANTS if source.count(m.old) != 1]
+    assert stale == [], "mutants whose snippet is not found exactly once in codexauth.py"
+    assert len({m.id for m in mutants.MUTANTS}) == len(mutants.MUTANTS)
